@@ -1,0 +1,481 @@
+// Agent console: signs in over /api/login, then lives on the /ws/agent websocket
+// (frames in docs/protocol.md). Every piece of conversation text is inserted with
+// textContent, never as HTML.
+"use strict";
+
+const $ = (id) => document.getElementById(id);
+const RECONNECT_DELAYS_MS = [500, 1000, 2000, 5000];
+const TYPING_IDLE_MS = 3000;
+
+const state = {
+  me: null,
+  socket: null,
+  lastEventId: null,
+  reconnectAttempt: 0,
+  intents: [],
+  responses: {},
+  queue: [],
+  conversations: new Map(), // id -> {id, reason, messages: [], typing}
+  active: null,
+  presence: [],
+  pending: new Map(), // client id -> callback(ack)
+  cannedText: null,
+  typingTimer: null,
+  typingSent: false,
+};
+
+function el(tag, className, text) {
+  const node = document.createElement(tag);
+  if (className) node.className = className;
+  if (text !== undefined && text !== null) node.textContent = String(text);
+  return node;
+}
+
+function newId() {
+  return (crypto.randomUUID ? crypto.randomUUID() : Date.now().toString(36) + Math.random().toString(36).slice(2));
+}
+
+function toast(message) {
+  const box = $("toast");
+  box.textContent = message;
+  box.hidden = false;
+  clearTimeout(toast.timer);
+  toast.timer = setTimeout(() => { box.hidden = true; }, 5000);
+}
+
+function send(frame, onAck) {
+  if (!state.socket || state.socket.readyState !== WebSocket.OPEN) {
+    toast("Not connected; try again in a moment.");
+    return;
+  }
+  if (frame.id && onAck) state.pending.set(frame.id, onAck);
+  state.socket.send(JSON.stringify(frame));
+}
+
+// ---- sign-in ---------------------------------------------------------------------------
+
+async function api(method, path, body) {
+  const response = await fetch(path, {
+    method,
+    headers: body ? { "Content-Type": "application/json" } : {},
+    body: body ? JSON.stringify(body) : undefined,
+    credentials: "same-origin",
+  });
+  const data = await response.json().catch(() => ({}));
+  if (!response.ok) throw new Error((data.error && data.error.message) || response.statusText);
+  return data;
+}
+
+$("signin-form").addEventListener("submit", async (event) => {
+  event.preventDefault();
+  $("signin-error").textContent = "";
+  try {
+    const data = await api("POST", "/api/login", { username: $("username").value, password: $("password").value });
+    start(data.agent);
+  } catch (error) {
+    $("signin-error").textContent = error.message;
+  }
+});
+
+$("signout").addEventListener("click", async () => {
+  await api("POST", "/api/logout").catch(() => {});
+  location.reload();
+});
+
+function start(agent) {
+  state.me = agent;
+  $("signin").hidden = true;
+  $("console").hidden = false;
+  $("me").textContent = `${agent.display_name} (${agent.role})`;
+  $("manage-agents").hidden = agent.role !== "maintainer";
+  connect();
+}
+
+// ---- websocket -------------------------------------------------------------------------
+
+function connect() {
+  const scheme = location.protocol === "https:" ? "wss:" : "ws:";
+  const query = state.lastEventId !== null ? `?last_event_id=${state.lastEventId}` : "";
+  const socket = new WebSocket(`${scheme}//${location.host}/ws/agent${query}`);
+  state.socket = socket;
+  $("connection").textContent = "connecting…";
+  socket.addEventListener("message", (event) => {
+    let frame;
+    try { frame = JSON.parse(event.data); } catch { return; }
+    if (frame.event_id) state.lastEventId = frame.event_id;
+    handle(frame);
+  });
+  socket.addEventListener("close", () => {
+    $("connection").textContent = "reconnecting…";
+    const delay = RECONNECT_DELAYS_MS[Math.min(state.reconnectAttempt++, RECONNECT_DELAYS_MS.length - 1)];
+    setTimeout(connect, delay);
+  });
+}
+
+function handle(frame) {
+  switch (frame.type) {
+    case "hello":
+      state.reconnectAttempt = 0;
+      state.intents = frame.intents;
+      state.responses = frame.responses;
+      state.queue = frame.queue;
+      if (state.lastEventId === null) state.lastEventId = frame.last_event_id;
+      $("connection").textContent = "connected";
+      $("model").textContent = `model ${frame.model}`;
+      for (const id of frame.assigned) openConversation(id);
+      for (const id of [...state.conversations.keys()]) {
+        if (!frame.assigned.includes(id)) dropConversation(id);
+      }
+      renderQueue();
+      break;
+    case "resync":
+      state.lastEventId = null;
+      state.socket.close();
+      break;
+    case "queue":
+      state.queue = frame.items;
+      renderQueue();
+      break;
+    case "assigned":
+      openConversation(frame.conversation_id);
+      break;
+    case "unassigned":
+      dropConversation(frame.conversation_id);
+      break;
+    case "user_message":
+      addMessage(frame.conversation_id, frame.message);
+      break;
+    case "intents":
+      setIntents(frame.conversation_id, frame.message_id, frame.ranking);
+      break;
+    case "agent_message":
+      addMessage(frame.conversation_id, { message_id: frame.message_id, sender: "agent", text: frame.text, agent_id: state.me.id });
+      break;
+    case "labelled":
+      setLabel(frame.conversation_id, frame.message_id, frame.intent);
+      break;
+    case "typing": {
+      const conversation = state.conversations.get(frame.conversation_id);
+      if (conversation) { conversation.typing = frame.typing; renderTyping(); }
+      break;
+    }
+    case "presence":
+      state.presence = frame.agents;
+      renderPresence();
+      break;
+    case "ack": {
+      const callback = state.pending.get(frame.id);
+      state.pending.delete(frame.id);
+      if (callback) callback(frame);
+      break;
+    }
+    case "error": {
+      state.pending.delete(frame.id);
+      toast(frame.message);
+      break;
+    }
+  }
+}
+
+// ---- queue -------------------------------------------------------------------------------
+
+function waited(since) {
+  const seconds = Math.max(0, Math.round(Date.now() / 1000 - since));
+  return seconds < 60 ? `${seconds} s` : `${Math.floor(seconds / 60)} min ${seconds % 60} s`;
+}
+
+function intentChips(ranking, limit) {
+  const row = el("div", "intents");
+  for (const item of (ranking || []).slice(0, limit)) {
+    row.appendChild(el("span", "intent", `${item.name} ${Math.round(item.confidence * 100)}%`));
+  }
+  return row;
+}
+
+function renderQueue() {
+  const list = $("queue");
+  list.replaceChildren();
+  $("queue-count").textContent = state.queue.length;
+  for (const item of state.queue) {
+    const entry = el("li");
+    entry.dataset.conversationId = item.conversation_id;
+    const head = el("div");
+    head.appendChild(el("strong", null, `#${item.position}`));
+    head.appendChild(document.createTextNode(" waiting "));
+    head.appendChild(el("span", "waited", waited(item.queued_at)));
+    head.dataset.since = item.queued_at;
+    head.appendChild(document.createTextNode(` · ${item.reason || ""}`));
+    entry.appendChild(head);
+    entry.appendChild(el("p", "last", item.last_message || ""));
+    entry.appendChild(intentChips(item.intents, 3));
+    const claim = el("button", "claim", "Claim");
+    claim.type = "button";
+    claim.addEventListener("click", () => {
+      send({ type: "claim", id: newId(), conversation_id: item.conversation_id }, (ack) => {
+        loadTranscript(ack.transcript);
+      });
+    });
+    entry.appendChild(claim);
+    list.appendChild(entry);
+  }
+}
+
+setInterval(() => {
+  for (const node of document.querySelectorAll("#queue .waited")) {
+    node.textContent = waited(Number(node.parentElement.dataset.since));
+  }
+}, 1000);
+
+function renderPresence() {
+  const list = $("agents-online");
+  list.replaceChildren();
+  const select = $("transfer-to");
+  select.replaceChildren(el("option", null, "back to the queue"));
+  select.firstChild.value = "";
+  for (const agent of state.presence) {
+    list.appendChild(el("li", null, `${agent.display_name} · ${agent.status}`));
+  }
+  api("GET", "/api/agents").then((data) => fillTransferTargets(data.agents)).catch(() => {
+    fillTransferTargets(state.presence.map((p) => ({ username: null, display_name: p.display_name })));
+  });
+}
+
+function fillTransferTargets(agents) {
+  const select = $("transfer-to");
+  for (const agent of agents) {
+    if (!agent.username || agent.username === state.me.username || agent.disabled) continue;
+    const option = el("option", null, `to ${agent.display_name}`);
+    option.value = agent.username;
+    select.appendChild(option);
+  }
+}
+
+$("presence").addEventListener("change", (event) => send({ type: "presence", status: event.target.value }));
+
+// ---- conversations -----------------------------------------------------------------------
+
+function openConversation(id) {
+  send({ type: "open", id: newId(), conversation_id: id }, (ack) => loadTranscript(ack.transcript));
+}
+
+function loadTranscript(transcript) {
+  const conversation = state.conversations.get(transcript.conversation_id) || { typing: false };
+  conversation.id = transcript.conversation_id;
+  conversation.reason = transcript.handoff_reason;
+  conversation.messages = transcript.messages;
+  state.conversations.set(conversation.id, conversation);
+  if (!state.active) state.active = conversation.id;
+  renderMine();
+  renderChat();
+}
+
+function dropConversation(id) {
+  state.conversations.delete(id);
+  if (state.active === id) state.active = state.conversations.keys().next().value || null;
+  renderMine();
+  renderChat();
+}
+
+function addMessage(conversationId, message) {
+  const conversation = state.conversations.get(conversationId);
+  if (!conversation) return;
+  if (conversation.messages.some((m) => m.message_id === message.message_id)) return;
+  conversation.messages.push(message);
+  if (message.sender === "user") conversation.typing = false;
+  renderMine();
+  if (state.active === conversationId) renderChat();
+}
+
+function setIntents(conversationId, messageId, ranking) {
+  const conversation = state.conversations.get(conversationId);
+  const message = conversation && conversation.messages.find((m) => m.message_id === messageId);
+  if (!message) return;
+  message.intents = ranking;
+  if (state.active === conversationId) renderChat();
+}
+
+function setLabel(conversationId, messageId, intent) {
+  const conversation = state.conversations.get(conversationId);
+  const message = conversation && conversation.messages.find((m) => m.message_id === messageId);
+  if (!message) return;
+  message.label = intent;
+  if (state.active === conversationId) renderChat();
+}
+
+function renderMine() {
+  const list = $("mine");
+  list.replaceChildren();
+  for (const conversation of state.conversations.values()) {
+    const last = [...conversation.messages].reverse().find((m) => m.sender === "user");
+    const entry = el("li", conversation.id === state.active ? "active" : "");
+    entry.appendChild(el("div", null, conversation.id.slice(0, 12)));
+    entry.appendChild(el("div", "muted", last ? last.text : ""));
+    entry.addEventListener("click", () => { state.active = conversation.id; renderMine(); renderChat(); });
+    list.appendChild(entry);
+  }
+}
+
+function labelControls(message) {
+  const row = el("div", "label-row");
+  if (message.label) row.appendChild(el("span", "labelled", `✓ ${message.label}`));
+  const select = el("select");
+  select.setAttribute("aria-label", "Intent for this message");
+  const suggestions = (message.intents || []).map((i) => i.name).filter((n) => n !== "nlu_fallback");
+  for (const name of [...suggestions, ...state.intents.filter((n) => !suggestions.includes(n))]) {
+    const option = el("option", null, name);
+    option.value = name;
+    select.appendChild(option);
+  }
+  const newOption = el("option", null, "new intent…");
+  newOption.value = "__new__";
+  select.appendChild(newOption);
+  if (message.label && state.intents.includes(message.label)) select.value = message.label;
+  const custom = el("input");
+  custom.placeholder = "new_intent_name";
+  custom.hidden = true;
+  select.addEventListener("change", () => { custom.hidden = select.value !== "__new__"; });
+  const confirm = el("button", "label-button", message.label ? "Relabel" : "Confirm intent");
+  confirm.type = "button";
+  confirm.addEventListener("click", () => {
+    const intent = select.value === "__new__" ? custom.value.trim() : select.value;
+    if (!intent) return;
+    send({ type: "label", id: newId(), message_id: message.message_id, intent });
+  });
+  row.append(select, custom, confirm);
+  return row;
+}
+
+function renderChat() {
+  const conversation = state.conversations.get(state.active);
+  $("empty").hidden = Boolean(conversation);
+  $("chat").hidden = !conversation;
+  if (!conversation) return;
+  $("chat-id").textContent = conversation.id;
+  $("chat-reason").textContent = conversation.reason || "";
+  const list = $("transcript");
+  list.replaceChildren();
+  for (const message of conversation.messages) {
+    const item = el("li", `msg ${message.sender}`);
+    const who = message.sender === "user" ? "user" : message.sender === "bot" ? "assistant" : "agent";
+    item.appendChild(el("div", "who", who));
+    item.appendChild(el("div", "text", message.text));
+    if (message.sender === "user") {
+      item.appendChild(intentChips(message.intents, 5));
+      item.appendChild(labelControls(message));
+    }
+    list.appendChild(item);
+  }
+  list.scrollTop = list.scrollHeight;
+  renderCanned(conversation);
+  renderTyping();
+}
+
+function renderTyping() {
+  const conversation = state.conversations.get(state.active);
+  $("user-typing").hidden = !(conversation && conversation.typing);
+}
+
+function renderCanned(conversation) {
+  const lastUser = [...conversation.messages].reverse().find((m) => m.sender === "user");
+  const guesses = ((lastUser && lastUser.intents) || []).map((i) => `utter_${i.name}`);
+  const names = Object.keys(state.responses);
+  const ordered = [...guesses.filter((n) => names.includes(n)), ...names.filter((n) => !guesses.includes(n)).sort()];
+  const select = $("canned");
+  select.replaceChildren(el("option", null, "Canned replies (best guesses first)…"));
+  select.firstChild.value = "";
+  for (const name of ordered) {
+    const text = state.responses[name][0];
+    if (!text) continue;
+    const option = el("option", null, `${name}: ${text.slice(0, 80)}`);
+    option.value = name;
+    select.appendChild(option);
+  }
+}
+
+$("canned").addEventListener("change", (event) => {
+  const name = event.target.value;
+  if (!name) return;
+  $("reply").value = state.responses[name][0];
+  state.cannedText = { name, text: state.responses[name][0] };
+  $("reply").focus();
+});
+
+$("reply").addEventListener("input", () => {
+  if (!state.active) return;
+  if (!state.typingSent) {
+    send({ type: "typing", conversation_id: state.active, typing: true });
+    state.typingSent = true;
+  }
+  clearTimeout(state.typingTimer);
+  state.typingTimer = setTimeout(stopTyping, TYPING_IDLE_MS);
+});
+
+function stopTyping() {
+  if (state.typingSent && state.active) send({ type: "typing", conversation_id: state.active, typing: false });
+  state.typingSent = false;
+}
+
+$("reply-form").addEventListener("submit", (event) => {
+  event.preventDefault();
+  const text = $("reply").value.trim();
+  if (!text || !state.active) return;
+  const frame = { type: "reply", id: newId(), conversation_id: state.active, text };
+  if (state.cannedText && state.cannedText.text === text) frame.response_name = state.cannedText.name;
+  send(frame, () => { $("reply").value = ""; state.cannedText = null; $("canned").value = ""; });
+  clearTimeout(state.typingTimer);
+  state.typingSent = false;
+});
+
+function conversationAction(type, extra) {
+  if (!state.active) return;
+  send({ type, id: newId(), conversation_id: state.active, ...extra });
+}
+
+$("hand-back").addEventListener("click", () => conversationAction("hand_back"));
+$("close").addEventListener("click", () => conversationAction("close"));
+$("transfer").addEventListener("click", () => conversationAction("transfer", { to: $("transfer-to").value || null }));
+
+// ---- maintainers: agent accounts ------------------------------------------------------
+
+async function renderAgents() {
+  const data = await api("GET", "/api/agents");
+  const body = $("agents-table");
+  body.replaceChildren();
+  for (const agent of data.agents) {
+    const row = el("tr");
+    for (const value of [agent.username, agent.display_name, agent.role, agent.presence, agent.disabled ? "disabled" : "active"]) {
+      row.appendChild(el("td", null, value));
+    }
+    const cell = el("td");
+    if (agent.username !== state.me.username) {
+      const toggle = el("button", null, agent.disabled ? "Enable" : "Disable");
+      toggle.type = "button";
+      toggle.addEventListener("click", async () => {
+        await api("PATCH", `/api/agents/${encodeURIComponent(agent.username)}`, { disabled: !agent.disabled }).catch((e) => toast(e.message));
+        renderAgents();
+      });
+      cell.appendChild(toggle);
+    }
+    row.appendChild(cell);
+    body.appendChild(row);
+  }
+}
+
+$("manage-agents").addEventListener("click", () => { $("agents-panel").hidden = false; renderAgents(); });
+$("close-agents").addEventListener("click", () => { $("agents-panel").hidden = true; });
+$("add-agent").addEventListener("submit", async (event) => {
+  event.preventDefault();
+  const form = new FormData(event.target);
+  $("add-agent-error").textContent = "";
+  try {
+    await api("POST", "/api/agents", Object.fromEntries(form.entries()));
+    event.target.reset();
+    renderAgents();
+  } catch (error) {
+    $("add-agent-error").textContent = error.message;
+  }
+});
+
+// ---- start -------------------------------------------------------------------------------
+
+api("GET", "/api/me").then((data) => start(data.agent)).catch(() => { $("signin").hidden = false; });

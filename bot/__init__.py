@@ -1,0 +1,1 @@
+"""The Rasa assistant: config, domain and (later) custom NLU components."""

@@ -1,0 +1,1 @@
+"""Live human handoff for a Rasa assistant: server, routing, storage, learning loop."""

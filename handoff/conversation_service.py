@@ -1,0 +1,564 @@
+"""Carries out the routing state machine: stores, relays and tells Rasa what happened.
+
+Every user or agent action goes through one :class:`ConversationService` method, which
+serialises actions per conversation, applies :func:`handoff.routing.transition`, writes the
+result and its events in one transaction, and then wakes the live connections through the
+hub. A user's text reaches the agent before Rasa parses it: the intent ranking follows in a
+separate ``intents`` event, so NLU time is never on the relay path.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import logging
+import re
+import time
+from collections import defaultdict
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from rasa.shared.core.events import BotUttered, ConversationPaused, ConversationResumed
+
+from handoff.assistant import AssistantHolder
+from handoff.hub import Hub
+from handoff.presence import Presence
+from handoff.routing import (
+    AgentClaimed,
+    AgentReplied,
+    Closed,
+    Command,
+    ForwardToBot,
+    HandedBack,
+    HandoffRequested,
+    IllegalTransition,
+    NotAssignedToAgent,
+    State,
+    Transferred,
+    UserSaid,
+    transition,
+)
+from handoff.store import (
+    Agent,
+    ConcurrentUpdate,
+    Event,
+    Message,
+    NewEvent,
+    Store,
+    StoredConversation,
+)
+from handoff.triggers import HandoffPolicy, decide
+
+logger = logging.getLogger(__name__)
+
+TOP_INTENTS = 5
+INTENT_NAME_PATTERN = re.compile(r"^[a-z][a-z0-9_]{1,63}$")
+
+
+class ActionError(Exception):
+    """An agent action was refused; ``code`` is stable, ``message`` says why."""
+
+    def __init__(self, code: str, message: str) -> None:
+        super().__init__(message)
+        self.code = code
+        self.message = message
+
+
+@dataclass(frozen=True)
+class UserMessageResult:
+    message: Message
+    duplicate: bool
+
+
+def _ranking(parse_data: dict[str, Any]) -> list[dict[str, Any]]:
+    return [
+        {"name": item.get("name"), "confidence": round(float(item.get("confidence") or 0), 4)}
+        for item in (parse_data.get("intent_ranking") or [])[:TOP_INTENTS]
+    ]
+
+
+NOTICES = {
+    "queued": "I'm handing you over to a member of our support team. Please stay here.",
+    "no_agents": (
+        "No one from our team is online right now. Leave your message here and the next "
+        "available person will answer it."
+    ),
+    "agent_joined": "{agent} joined the chat.",
+    "handed_back": "{agent} handed you back to the virtual assistant.",
+    "closed": "{agent} closed the conversation. Thank you for contacting Larkspur Bank.",
+}
+"""What the user is told at each step of a handoff (``text`` of ``handoff`` events)."""
+
+
+def _user_event(conversation_id: str, type_: str, **payload: Any) -> NewEvent:
+    if type_ == "handoff":
+        payload["text"] = NOTICES[payload["status"]].format(agent=payload.get("agent", ""))
+    return NewEvent("user", type_, payload, conversation_id=conversation_id)
+
+
+def _agent_event(
+    agent_id: int | None, type_: str, conversation_id: str | None = None, **payload: Any
+) -> NewEvent:
+    if conversation_id is not None:
+        payload["conversation_id"] = conversation_id
+    return NewEvent("agents", type_, payload, conversation_id=conversation_id, agent_id=agent_id)
+
+
+class ConversationService:
+    def __init__(
+        self,
+        store: Store,
+        hub: Hub,
+        assistant: AssistantHolder,
+        policy: HandoffPolicy,
+        presence: Presence,
+    ) -> None:
+        self.store = store
+        self.hub = hub
+        self.assistant = assistant
+        self.policy = policy
+        self.presence = presence
+        self._locks: defaultdict[str, asyncio.Lock] = defaultdict(asyncio.Lock)
+
+    async def _publish(self, events: Sequence[Event]) -> None:
+        self.hub.publish(events)
+
+    # Users -----------------------------------------------------------------------------------
+
+    async def user_message(
+        self, conversation_id: str, client_id: str, text: str, channel: str
+    ) -> UserMessageResult:
+        """Handle a user's message: bot answer, handoff, or relay to the agent.
+
+        Sending the same ``client_id`` twice stores and delivers the message once.
+        """
+        async with self._locks[conversation_id]:
+            stored = await self.store.conversation(conversation_id)
+            message, created, events = await self.store.add_message(
+                conversation_id,
+                "user",
+                text,
+                handoff_id=stored.handoff_id,
+                client_message_id=client_id,
+                events=[_user_event(conversation_id, "ack", id=client_id)],
+            )
+            if not created:
+                return UserMessageResult(message, duplicate=True)
+            await self._publish(events)
+            after, effects = transition(stored.conversation, UserSaid(text))
+            if any(isinstance(effect, ForwardToBot) for effect in effects):
+                await self._bot_turn(stored, after.state, message, client_id, channel)
+            else:
+                await self._relay_to_agent(stored, message, client_id, channel)
+            return UserMessageResult(message, duplicate=False)
+
+    async def _bot_turn(
+        self,
+        stored: StoredConversation,
+        state_after: State,
+        message: Message,
+        client_id: str,
+        channel: str,
+    ) -> None:
+        assistant = await self.assistant.get()
+        conversation = stored.conversation
+        parse_data = await assistant.parse(message.text)
+        decision = decide(parse_data, self.policy, stored.fallback_streak)
+        ranking = _ranking(parse_data)
+        await self.store.set_intent_ranking(message.id, ranking)
+        if decision.reason is None:
+            replies = await assistant.respond(
+                conversation.id,
+                message.text,
+                input_channel=channel,
+                message_id=client_id,
+            )
+            for reply in replies:
+                _, _, events = await self.store.add_message(
+                    conversation.id,
+                    "bot",
+                    reply.get("text") or "",
+                    events=[_user_event(conversation.id, "bot", in_reply_to=client_id, **reply)],
+                )
+                await self._publish(events)
+            if (
+                state_after is not conversation.state
+                or decision.fallback_streak != stored.fallback_streak
+            ):
+                await self.store.save_conversation(
+                    stored,
+                    dataclasses.replace(conversation, state=state_after, agent_id=None),
+                    fallback_streak=decision.fallback_streak,
+                )
+            return
+
+        await assistant.log_without_answer(
+            conversation.id,
+            message.text,
+            input_channel=channel,
+            message_id=client_id,
+            then=[ConversationPaused()],
+        )
+        queued, _ = transition(
+            dataclasses.replace(conversation, state=state_after, agent_id=None),
+            HandoffRequested(decision.reason),
+        )
+        user_events = [
+            _user_event(conversation.id, "handoff", status="queued", reason=decision.reason.value)
+        ]
+        if self.presence.online_count() == 0:
+            user_events.append(_user_event(conversation.id, "handoff", status="no_agents"))
+        _, events = await self.store.save_conversation(
+            stored, queued, events=user_events, fallback_streak=0, new_handoff=True
+        )
+        await self._publish(events)
+        await self._queue_changed()
+
+    async def _relay_to_agent(
+        self, stored: StoredConversation, message: Message, client_id: str, channel: str
+    ) -> None:
+        conversation = stored.conversation
+        agent_id = int(conversation.agent_id) if conversation.agent_id else None
+        if agent_id is not None:
+            events = await self.store.append_events(
+                [
+                    _agent_event(
+                        agent_id, "user_message", conversation.id, message=_message_view(message)
+                    )
+                ]
+            )
+            await self._publish(events)
+        # NLU after the relay: the agent already has the text.
+        assistant = await self.assistant.get()
+        parse_data = await assistant.log_without_answer(
+            conversation.id, message.text, input_channel=channel, message_id=client_id
+        )
+        ranking = _ranking(parse_data)
+        intents_events = (
+            [
+                _agent_event(
+                    agent_id, "intents", conversation.id, message_id=message.id, ranking=ranking
+                )
+            ]
+            if agent_id is not None
+            else []
+        )
+        events = await self.store.set_intent_ranking(message.id, ranking, intents_events)
+        await self._publish(events)
+        if agent_id is None:
+            await self._queue_changed()
+
+    async def user_typing(self, conversation_id: str, typing: bool) -> None:
+        stored = await self.store.conversation(conversation_id)
+        agent_id = stored.conversation.agent_id
+        if stored.conversation.state is State.ASSIGNED and agent_id:
+            self.hub.publish(
+                [
+                    _ephemeral(
+                        "agents",
+                        "typing",
+                        int(agent_id),
+                        conversation_id,
+                        who="user",
+                        typing=typing,
+                    )
+                ]
+            )
+
+    async def request_handoff(self, conversation_id: str, reason: Any) -> None:
+        """Hand off on the user's request outside a message (e.g. after a thumbs-down)."""
+        async with self._locks[conversation_id]:
+            stored = await self.store.conversation(conversation_id)
+            try:
+                queued, _ = transition(stored.conversation, HandoffRequested(reason))
+            except IllegalTransition as error:
+                raise ActionError("illegal_transition", str(error)) from None
+            assistant = await self.assistant.get()
+            await assistant.append_to_tracker(conversation_id, [ConversationPaused()])
+            user_events = [
+                _user_event(conversation_id, "handoff", status="queued", reason=reason.value)
+            ]
+            if self.presence.online_count() == 0:
+                user_events.append(_user_event(conversation_id, "handoff", status="no_agents"))
+            _, events = await self.store.save_conversation(
+                stored, queued, events=user_events, fallback_streak=0, new_handoff=True
+            )
+            await self._publish(events)
+        await self._queue_changed()
+
+    # Agents ------------------------------------------------------------------------------------
+
+    async def _apply(
+        self, agent: Agent, conversation_id: str, command: Command
+    ) -> tuple[StoredConversation, StoredConversation]:
+        """Check and apply an agent command's transition; return (before, after)."""
+        stored = await self.store.conversation(conversation_id)
+        if stored.version == 0:
+            raise ActionError("unknown_conversation", f"no conversation {conversation_id!r}")
+        try:
+            after, _ = transition(stored.conversation, command)
+        except NotAssignedToAgent as error:
+            raise ActionError("not_assigned", str(error)) from None
+        except IllegalTransition as error:
+            code = "already_claimed" if isinstance(command, AgentClaimed) else "illegal_transition"
+            raise ActionError(code, str(error)) from None
+        return stored, _stored_like(stored, after)
+
+    async def claim(self, agent: Agent, conversation_id: str) -> None:
+        async with self._locks[conversation_id]:
+            stored, after = await self._apply(agent, conversation_id, AgentClaimed(str(agent.id)))
+            try:
+                _, events = await self.store.save_conversation(
+                    stored,
+                    after.conversation,
+                    handoff_update={"claimed_at": time.time()},
+                    assignment=(agent.id, None),
+                    events=[
+                        _user_event(
+                            conversation_id,
+                            "handoff",
+                            status="agent_joined",
+                            agent=agent.display_name,
+                        ),
+                        _agent_event(agent.id, "assigned", conversation_id),
+                    ],
+                )
+            except ConcurrentUpdate:
+                raise ActionError("already_claimed", "another agent claimed it first") from None
+            await self._publish(events)
+        await self._queue_changed()
+
+    async def reply(
+        self,
+        agent: Agent,
+        conversation_id: str,
+        client_id: str,
+        text: str,
+        response_name: str | None = None,
+    ) -> bool:
+        """Send an agent's reply to the user; False if ``client_id`` was already sent."""
+        async with self._locks[conversation_id]:
+            stored, _ = await self._apply(agent, conversation_id, AgentReplied(str(agent.id), text))
+            _, created, events = await self.store.add_message(
+                conversation_id,
+                "agent",
+                text,
+                handoff_id=stored.handoff_id,
+                agent_id=agent.id,
+                client_message_id=client_id,
+                response_name=response_name,
+                events=[
+                    _user_event(conversation_id, "agent", text=text, agent=agent.display_name),
+                    _agent_event(
+                        agent.id, "agent_message", conversation_id, id=client_id, text=text
+                    ),
+                ],
+            )
+            if not created:
+                return False
+            await self._publish(events)
+            handoff = await self.store.handoff(stored.handoff_id) if stored.handoff_id else None
+            if handoff and handoff["first_agent_reply_at"] is None:
+                await self.store.save_conversation(
+                    stored,
+                    stored.conversation,
+                    handoff_update={"first_agent_reply_at": time.time()},
+                )
+            assistant = await self.assistant.get()
+            metadata = {"agent_id": agent.id, "agent_name": agent.display_name}
+            if response_name:
+                metadata["response_name"] = response_name
+            await assistant.append_to_tracker(
+                conversation_id, [BotUttered(text, metadata={"handoff": metadata})]
+            )
+            return True
+
+    async def label(self, agent: Agent, message_id: int, intent: str) -> bool:
+        """Record the agent's intent for a user message; True if the intent is new."""
+        message = await self.store.message(message_id)
+        if message is None or message.sender != "user":
+            raise ActionError("unknown_message", f"no user message {message_id}")
+        stored = await self.store.conversation(message.conversation_id)
+        assigned_to_me = stored.conversation.agent_id == str(agent.id)
+        if not (assigned_to_me or agent.is_maintainer):
+            raise ActionError(
+                "not_assigned", f"conversation {message.conversation_id} is not assigned to you"
+            )
+        if not INTENT_NAME_PATTERN.match(intent):
+            raise ActionError(
+                "invalid_field",
+                "intent must be 2-64 characters: lower-case letters, digits and '_', "
+                "starting with a letter",
+            )
+        assistant = await self.assistant.get()
+        is_new = intent not in assistant.intent_names()
+        await self.store.add_label(message_id, intent, is_new, agent.id)
+        events = await self.store.append_events(
+            [
+                _agent_event(
+                    agent.id,
+                    "labelled",
+                    message.conversation_id,
+                    message_id=message_id,
+                    intent=intent,
+                    new_intent=is_new,
+                )
+            ]
+        )
+        await self._publish(events)
+        return is_new
+
+    async def transfer(self, agent: Agent, conversation_id: str, to: Agent | None) -> None:
+        if to is not None and to.disabled:
+            raise ActionError("unknown_agent", f"agent {to.username} is disabled")
+        async with self._locks[conversation_id]:
+            command = Transferred(str(agent.id), str(to.id) if to else None)
+            stored, after = await self._apply(agent, conversation_id, command)
+            events = [_agent_event(agent.id, "unassigned", conversation_id, reason="transferred")]
+            if to is not None:
+                events += [
+                    _agent_event(
+                        to.id, "assigned", conversation_id, transferred_by=agent.display_name
+                    ),
+                    _user_event(
+                        conversation_id, "handoff", status="agent_joined", agent=to.display_name
+                    ),
+                ]
+            else:
+                events.append(
+                    _user_event(conversation_id, "handoff", status="queued", reason="transferred")
+                )
+            _, written = await self.store.save_conversation(
+                stored,
+                after.conversation,
+                assignment=(to.id if to else None, agent.id),
+                events=events,
+            )
+            await self._publish(written)
+        if to is None:
+            await self._queue_changed()
+
+    async def hand_back(self, agent: Agent, conversation_id: str) -> None:
+        await self._finish(agent, conversation_id, HandedBack(str(agent.id)), "handed_back")
+
+    async def close(self, agent: Agent, conversation_id: str) -> None:
+        await self._finish(agent, conversation_id, Closed(str(agent.id)), "closed")
+
+    async def _finish(
+        self, agent: Agent, conversation_id: str, command: Command, outcome: str
+    ) -> None:
+        async with self._locks[conversation_id]:
+            stored, after = await self._apply(agent, conversation_id, command)
+            assistant = await self.assistant.get()
+            await assistant.append_to_tracker(conversation_id, [ConversationResumed()])
+            _, events = await self.store.save_conversation(
+                stored,
+                after.conversation,
+                handoff_update={"closed_at": time.time(), "outcome": outcome},
+                assignment=(None, agent.id),
+                events=[
+                    _user_event(
+                        conversation_id, "handoff", status=outcome, agent=agent.display_name
+                    ),
+                    _agent_event(agent.id, "unassigned", conversation_id, reason=outcome),
+                ],
+            )
+            await self._publish(events)
+
+    async def agent_typing(self, agent: Agent, conversation_id: str, typing: bool) -> None:
+        stored = await self.store.conversation(conversation_id)
+        if stored.conversation.agent_id != str(agent.id):
+            raise ActionError(
+                "not_assigned", f"conversation {conversation_id} is not assigned to you"
+            )
+        self.hub.publish(
+            [_ephemeral("user", "typing", None, conversation_id, who="agent", typing=typing)]
+        )
+
+    # Views ---------------------------------------------------------------------------------
+
+    async def transcript(self, agent: Agent, conversation_id: str) -> dict[str, Any]:
+        """Everything said in the conversation, bot part included, with intents and labels."""
+        stored = await self.store.conversation(conversation_id)
+        if stored.conversation.agent_id != str(agent.id) and not agent.is_maintainer:
+            raise ActionError(
+                "not_assigned", f"conversation {conversation_id} is not assigned to you"
+            )
+        messages = await self.store.messages(conversation_id)
+        labels = await self.store.labels([m.id for m in messages if m.sender == "user"])
+        return {
+            "conversation_id": conversation_id,
+            "state": stored.conversation.state.value,
+            "handoff_reason": stored.conversation.handoff_reason,
+            "messages": [{**_message_view(m), "label": labels.get(m.id)} for m in messages],
+        }
+
+    async def queue_snapshot(self) -> list[dict[str, Any]]:
+        items = []
+        for position, queued in enumerate(await self.store.queued_conversations(), start=1):
+            messages = [
+                m for m in await self.store.messages(queued.conversation.id) if m.sender == "user"
+            ]
+            last = messages[-1] if messages else None
+            handoff = await self.store.handoff(queued.handoff_id) if queued.handoff_id else None
+            items.append(
+                {
+                    "conversation_id": queued.conversation.id,
+                    "position": position,
+                    "reason": queued.conversation.handoff_reason,
+                    "queued_at": handoff["queued_at"] if handoff else queued.updated_at,
+                    "last_message": last.text if last else None,
+                    "intents": (last.intent_ranking or [])[:3] if last else [],
+                }
+            )
+        return items
+
+    async def _queue_changed(self) -> None:
+        """Tell agents the new queue and each waiting user their place in it."""
+        snapshot = await self.queue_snapshot()
+        new_events = [_agent_event(None, "queue", items=snapshot)]
+        new_events += [
+            _user_event(
+                item["conversation_id"],
+                "queue_position",
+                position=item["position"],
+                waiting=len(snapshot),
+            )
+            for item in snapshot
+        ]
+        events = await self.store.append_events(new_events)
+        await self._publish(events)
+
+
+def _message_view(message: Message) -> dict[str, Any]:
+    return {
+        "message_id": message.id,
+        "sender": message.sender,
+        "text": message.text,
+        "intents": message.intent_ranking,
+        "agent_id": message.agent_id,
+        "response_name": message.response_name,
+        "created_at": message.created_at,
+    }
+
+
+def _stored_like(stored: StoredConversation, conversation: Any) -> StoredConversation:
+    return StoredConversation(
+        conversation, stored.version, stored.handoff_id, stored.fallback_streak, stored.updated_at
+    )
+
+
+def _ephemeral(
+    audience: str, type_: str, agent_id: int | None, conversation_id: str, **payload: Any
+) -> Event:
+    """An event that is delivered live but not stored (id 0: no cursor, no replay)."""
+    return Event(
+        id=0,
+        audience=audience,
+        conversation_id=conversation_id,
+        agent_id=agent_id,
+        type=type_,
+        payload={**payload, "conversation_id": conversation_id},
+        created_at=time.time(),
+    )

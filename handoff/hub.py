@@ -1,0 +1,87 @@
+"""In-process fan-out of stored events to live connections.
+
+Events are written to the database first (they carry their id from there); the hub only
+wakes up the connections that should see them. A connection that misses a wake-up (e.g. it
+was reconnecting) catches up from the database by event id, so the hub may drop nothing
+that matters. A Redis-backed hub with the same interface lets several processes share it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections import defaultdict
+from collections.abc import Iterable
+
+from handoff.store import Event
+
+SUBSCRIBER_QUEUE_LIMIT = 10_000
+"""Events buffered for one slow connection before it is told to resync."""
+
+
+def topics_of(event: Event) -> list[str]:
+    """Who should see ``event``: ``user:<conversation>``, ``agent:<id>`` or ``agents``."""
+    if event.audience == "user":
+        return [f"user:{event.conversation_id}"]
+    if event.agent_id is not None:
+        return [f"agent:{event.agent_id}"]
+    return ["agents"]
+
+
+class Subscription:
+    """Events for a set of topics, in publication order. ``overflowed`` means some were
+    dropped because the consumer fell behind: it must catch up from the database."""
+
+    def __init__(self, hub: Hub, topics: Iterable[str]) -> None:
+        self.hub = hub
+        self.topics = frozenset(topics)
+        self.queue: asyncio.Queue[Event] = asyncio.Queue(SUBSCRIBER_QUEUE_LIMIT)
+        self.overflowed = False
+
+    def offer(self, event: Event) -> None:
+        try:
+            self.queue.put_nowait(event)
+        except asyncio.QueueFull:
+            self.overflowed = True
+
+    async def get(self) -> Event:
+        return await self.queue.get()
+
+    def close(self) -> None:
+        self.hub.unsubscribe(self)
+
+    def add_topic(self, topic: str) -> None:
+        self.hub.unsubscribe(self)
+        self.topics = self.topics | {topic}
+        self.hub.resubscribe(self)
+
+
+class Hub:
+    def __init__(self) -> None:
+        self._subscribers: dict[str, set[Subscription]] = defaultdict(set)
+
+    def subscribe(self, topics: Iterable[str]) -> Subscription:
+        subscription = Subscription(self, topics)
+        self.resubscribe(subscription)
+        return subscription
+
+    def resubscribe(self, subscription: Subscription) -> None:
+        for topic in subscription.topics:
+            self._subscribers[topic].add(subscription)
+
+    def unsubscribe(self, subscription: Subscription) -> None:
+        for topic in subscription.topics:
+            self._subscribers[topic].discard(subscription)
+            if not self._subscribers[topic]:
+                del self._subscribers[topic]
+
+    def publish(self, events: Iterable[Event]) -> None:
+        for event in events:
+            delivered: set[int] = set()
+            for topic in topics_of(event):
+                for subscription in self._subscribers.get(topic, ()):
+                    if id(subscription) not in delivered:
+                        delivered.add(id(subscription))
+                        subscription.offer(event)
+
+    def has_subscribers(self, topic: str) -> bool:
+        return bool(self._subscribers.get(topic))

@@ -1,0 +1,109 @@
+"""What the user and agent websockets share: one writer per connection that sends direct
+frames and hub events in order, catch-up by event id, and a per-connection rate limit."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import time
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from sanic.server.websockets.impl import WebsocketImplProtocol
+from websockets.exceptions import ConnectionClosed
+
+from handoff.hub import Hub
+from handoff.store import Event
+
+logger = logging.getLogger(__name__)
+
+
+def event_frame(event: Event) -> dict[str, Any]:
+    """A stored event as a frame (``event_id`` is absent for ephemeral events)."""
+    frame: dict[str, Any] = {"type": event.type, **event.payload}
+    if event.id:
+        frame["event_id"] = event.id
+    return frame
+
+
+class RateLimiter:
+    """Token bucket: ``rate`` frames per second on average, bursts of ``burst``."""
+
+    def __init__(self, rate: float, burst: int) -> None:
+        self.rate = rate
+        self.burst = burst
+        self._tokens = float(burst)
+        self._last = time.monotonic()
+
+    def allow(self) -> bool:
+        now = time.monotonic()
+        self._tokens = min(self.burst, self._tokens + (now - self._last) * self.rate)
+        self._last = now
+        if self._tokens >= 1:
+            self._tokens -= 1
+            return True
+        return False
+
+
+class LiveConnection:
+    """Sends everything for one websocket from a single task, in order, without duplicates.
+
+    Subscribe first, then :meth:`catch_up` from the client's cursor, then :meth:`run`:
+    events that arrive live and were already sent during the catch-up are skipped by id.
+    """
+
+    def __init__(self, ws: WebsocketImplProtocol, hub: Hub, topics: list[str]) -> None:
+        self.ws = ws
+        self.subscription = hub.subscribe(topics)
+        self.last_sent_event_id = 0
+        self._direct: asyncio.Queue[dict[str, Any]] = asyncio.Queue()
+
+    def add_topic(self, topic: str) -> None:
+        self.subscription.add_topic(topic)
+
+    def send(self, frame: dict[str, Any]) -> None:
+        """Queue a frame that is not an event (ack, error, snapshot)."""
+        self._direct.put_nowait(frame)
+
+    async def send_now(self, frame: dict[str, Any]) -> None:
+        await self.ws.send(json.dumps(frame, ensure_ascii=False))
+
+    async def catch_up(
+        self, last_event_id: int, fetch: Callable[[int], Awaitable[list[Event]]]
+    ) -> None:
+        for event in await fetch(last_event_id):
+            await self._send_event(event)
+        self.last_sent_event_id = max(self.last_sent_event_id, last_event_id)
+
+    async def _send_event(self, event: Event) -> None:
+        if event.id and event.id <= self.last_sent_event_id:
+            return
+        await self.send_now(event_frame(event))
+        if event.id:
+            self.last_sent_event_id = event.id
+
+    async def run(self, on_overflow: Callable[[], Awaitable[None]]) -> None:
+        """Send until the connection closes."""
+        try:
+            while True:
+                direct = asyncio.ensure_future(self._direct.get())
+                live = asyncio.ensure_future(self.subscription.get())
+                done, pending = await asyncio.wait(
+                    {direct, live}, return_when=asyncio.FIRST_COMPLETED
+                )
+                for task in pending:
+                    task.cancel()
+                if direct in done:
+                    await self.send_now(direct.result())
+                    if live in done:
+                        await self._send_event(live.result())
+                elif live in done:
+                    await self._send_event(live.result())
+                if self.subscription.overflowed:
+                    self.subscription.overflowed = False
+                    await on_overflow()
+        except ConnectionClosed:
+            pass
+        finally:
+            self.subscription.close()

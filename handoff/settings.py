@@ -1,0 +1,204 @@
+"""Server settings, read once from ``HANDOFF_*`` environment variables and an optional TOML file.
+
+Precedence, highest first: environment variables, the TOML file named by ``HANDOFF_CONFIG``
+(or passed to :func:`load_settings`), the defaults below. Every setting is documented in the
+README's "Configuration" table; keep the two in step.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, fields
+from pathlib import Path
+from typing import Any
+
+import tomli
+
+PROJECT_ROOT = Path(__file__).resolve().parent.parent
+"""The repository root: bundled bot files, training data and default state live below it."""
+
+ENV_PREFIX = "HANDOFF_"
+CONFIG_FILE_VARIABLE = "HANDOFF_CONFIG"
+
+
+class SettingsError(ValueError):
+    """A setting has a value that cannot be used; the message names the setting and the fix."""
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Everything the server needs to know about its environment. Immutable once read."""
+
+    host: str = "127.0.0.1"
+    port: int = 5005
+    model_path: Path = PROJECT_ROOT / "models"
+    """A model archive (``.tar.gz``) or a folder: then its newest archive is served."""
+    database_url: str = f"sqlite:///{PROJECT_ROOT / 'var' / 'handoff.db'}"
+    """SQLAlchemy URL of the database that holds Rasa's tracker store (and our own tables)."""
+    fallback_threshold: float | None = None
+    """Overrides the loaded model's FallbackClassifier threshold; None keeps the trained one."""
+    max_message_chars: int = 2000
+    """Longest user message accepted, in characters."""
+    rasa_api_token: str | None = None
+    """Enables Rasa's own HTTP API (without model loading or training routes) under this token."""
+    log_level: str = "INFO"
+    allowed_origins: tuple[str, ...] = ()
+    """Origins allowed to open the agent websocket and call the agent API; empty: the
+    server's own address (http://HOST:PORT, and localhost/127.0.0.1 aliases)."""
+    handoff_intents: tuple[str, ...] = ("human_handoff",)
+    """Intents by which the user asks for a person."""
+    always_human_intents: tuple[str, ...] = ("report_fraud",)
+    """Intents that always go to a person."""
+    intent_thresholds: tuple[tuple[str, float], ...] = ()
+    """Stricter per-intent confidence thresholds, e.g. ``close_account=0.85``."""
+    fallbacks_before_handoff: int = 1
+    """Low-confidence messages in a row before the handoff (1: the first one)."""
+    user_rate_per_second: float = 5.0
+    user_rate_burst: int = 20
+    agent_rate_per_second: float = 20.0
+    agent_rate_burst: int = 60
+    event_retention_hours: float = 72.0
+    """Events older than this are deleted; clients reconnecting from before get a resync."""
+
+    def origins(self) -> frozenset[str]:
+        """The effective Origin allow list."""
+        if self.allowed_origins:
+            return frozenset(self.allowed_origins)
+        hosts = {self.host, "localhost", "127.0.0.1"} - {"0.0.0.0", "::"}
+        return frozenset(f"http://{host}:{self.port}" for host in hosts)
+
+
+def _parse_float_or_none(raw: Any) -> float | None:
+    return None if str(raw).strip() == "" else float(raw)
+
+
+def _parse_str_or_none(raw: Any) -> str | None:
+    return str(raw) or None
+
+
+def _parse_list(raw: Any) -> tuple[str, ...]:
+    items = raw if isinstance(raw, list) else str(raw).split(",")
+    return tuple(str(item).strip() for item in items if str(item).strip())
+
+
+def _parse_thresholds(raw: Any) -> tuple[tuple[str, float], ...]:
+    if isinstance(raw, dict):
+        pairs: list[tuple[str, Any]] = [(str(k), v) for k, v in raw.items()]
+    else:
+        pairs = []
+        for item in _parse_list(raw):
+            name, sep, value = item.partition("=")
+            if not sep:
+                raise ValueError(f"{item!r} is not intent=threshold")
+            pairs.append((name.strip(), value))
+    result = tuple((name, float(raw_value)) for name, raw_value in pairs)
+    for name, threshold in result:
+        if not 0 <= threshold <= 1:
+            raise ValueError(f"threshold of {name} must be between 0 and 1")
+    return result
+
+
+_PARSERS: dict[str, Callable[[Any], Any]] = {
+    "host": str,
+    "port": int,
+    "model_path": lambda raw: Path(str(raw)),
+    "database_url": str,
+    "fallback_threshold": _parse_float_or_none,
+    "max_message_chars": int,
+    "rasa_api_token": _parse_str_or_none,
+    "log_level": lambda raw: str(raw).upper(),
+    "allowed_origins": _parse_list,
+    "handoff_intents": _parse_list,
+    "always_human_intents": _parse_list,
+    "intent_thresholds": _parse_thresholds,
+    "fallbacks_before_handoff": int,
+    "user_rate_per_second": float,
+    "user_rate_burst": int,
+    "agent_rate_per_second": float,
+    "agent_rate_burst": int,
+    "event_retention_hours": float,
+}
+
+
+def load_settings(
+    environ: Mapping[str, str] | None = None,
+    config_file: Path | None = None,
+    **overrides: Any,
+) -> Settings:
+    """Build :class:`Settings` from a TOML file, the environment and explicit overrides.
+
+    ``overrides`` (e.g. command-line options) win over everything; ``None`` values are ignored.
+    Raises :class:`SettingsError` naming the offending setting.
+    """
+    environ = os.environ if environ is None else environ
+    values: dict[str, Any] = {}
+
+    config_path = config_file or (
+        Path(environ[CONFIG_FILE_VARIABLE]) if environ.get(CONFIG_FILE_VARIABLE) else None
+    )
+    if config_path is not None:
+        values.update(_read_config_file(config_path))
+
+    for name, parse in _PARSERS.items():
+        raw = environ.get(ENV_PREFIX + name.upper())
+        if raw is not None:
+            values[name] = _parse(
+                name, raw, parse, f"environment variable {ENV_PREFIX}{name.upper()}"
+            )
+
+    values.update({k: v for k, v in overrides.items() if v is not None})
+    settings = Settings(**values)
+    _validate(settings)
+    return settings
+
+
+def _parse(name: str, raw: Any, parse: Callable[[str], Any], source: str) -> Any:
+    try:
+        return parse(raw)
+    except (ValueError, TypeError) as error:
+        raise SettingsError(f"{source}: cannot read {raw!r} as {name} ({error})") from None
+
+
+def _read_config_file(path: Path) -> dict[str, Any]:
+    try:
+        document = tomli.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise SettingsError(f"config file {path} does not exist") from None
+    except tomli.TOMLDecodeError as error:
+        raise SettingsError(f"config file {path} is not valid TOML: {error}") from None
+    known = {f.name for f in fields(Settings)}
+    unknown = sorted(set(document) - known)
+    if unknown:
+        raise SettingsError(
+            f"config file {path}: unknown setting(s) {', '.join(unknown)}; "
+            f"known settings are {', '.join(sorted(known))}"
+        )
+    return {
+        name: _parse(name, raw, _PARSERS[name], f"config file {path}")
+        for name, raw in document.items()
+    }
+
+
+def _validate(settings: Settings) -> None:
+    if not 1 <= settings.port <= 65535:
+        raise SettingsError(f"port must be between 1 and 65535, got {settings.port}")
+    if settings.log_level not in {"DEBUG", "INFO", "WARNING", "ERROR"}:
+        raise SettingsError(
+            f"log_level must be DEBUG, INFO, WARNING or ERROR, got {settings.log_level!r}"
+        )
+    if settings.fallback_threshold is not None and not 0.0 <= settings.fallback_threshold <= 1.0:
+        raise SettingsError(
+            f"fallback_threshold must be between 0 and 1, got {settings.fallback_threshold}"
+        )
+    if settings.fallbacks_before_handoff < 1:
+        raise SettingsError("fallbacks_before_handoff must be at least 1")
+    if min(settings.user_rate_per_second, settings.agent_rate_per_second) <= 0:
+        raise SettingsError("rate limits must be positive")
+    if settings.max_message_chars < 1:
+        raise SettingsError("max_message_chars must be at least 1")
+    if "://" not in settings.database_url:
+        raise SettingsError(
+            f"database_url {settings.database_url!r} is not a SQLAlchemy URL; "
+            "use e.g. sqlite:///var/handoff.db or postgresql://user@host/db"
+        )

@@ -1,0 +1,131 @@
+"""End users' websocket channel, ``/ws/user``: JSON frames as documented in docs/protocol.md."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import uuid
+
+from sanic import Blueprint, Request
+from sanic.server.websockets.impl import WebsocketImplProtocol
+from websockets.exceptions import ConnectionClosed
+
+from handoff.assistant import AssistantHolder, AssistantNotReadyError
+from handoff.conversation_service import ActionError, ConversationService
+from handoff.live import LiveConnection, RateLimiter
+from handoff.protocol import (
+    ProtocolError,
+    error_frame,
+    parse_cursor,
+    parse_user_frame,
+    ready_frame,
+    validate_conversation_id,
+)
+from handoff.routing import HandoffReason
+from handoff.settings import Settings
+from handoff.store import Store
+
+logger = logging.getLogger(__name__)
+
+MODEL_WAIT_SECONDS = 300.0
+"""How long a new connection waits for the model to finish loading before giving up."""
+
+CLOSE_POLICY_VIOLATION = 1008
+CLOSE_TRY_AGAIN_LATER = 1013
+
+blueprint = Blueprint("user_channel")
+
+
+async def _refuse(ws: WebsocketImplProtocol, error: ProtocolError, close_code: int) -> None:
+    await ws.send(json.dumps(error_frame(error)))
+    await ws.close(close_code, error.code)
+
+
+@blueprint.websocket("/ws/user")
+async def user_socket(request: Request, ws: WebsocketImplProtocol) -> None:
+    """One end user's chat. ``?conversation_id=`` resumes a conversation (else a new one);
+    ``&last_event_id=`` replays what the client missed since that event."""
+    settings: Settings = request.app.ctx.settings
+    holder: AssistantHolder = request.app.ctx.assistant
+    service: ConversationService = request.app.ctx.service
+    store: Store = request.app.ctx.store
+    try:
+        conversation_id = validate_conversation_id(
+            request.args.get("conversation_id") or uuid.uuid4().hex
+        )
+        cursor = parse_cursor(request.args.get("last_event_id"))
+    except ProtocolError as error:
+        await _refuse(ws, error, CLOSE_POLICY_VIOLATION)
+        return
+    try:
+        assistant = await holder.get(timeout=MODEL_WAIT_SECONDS)
+    except AssistantNotReadyError as error:
+        await _refuse(ws, ProtocolError("not_ready", str(error)), CLOSE_TRY_AGAIN_LATER)
+        return
+
+    live = LiveConnection(ws, request.app.ctx.hub, [f"user:{conversation_id}"])
+    latest = await store.last_event_id()
+    if cursor is not None and (cursor > latest or cursor < await store.oldest_event_id() - 1):
+        await live.send_now({"type": "resync", "last_event_id": latest})
+        cursor = None
+    if cursor is not None:
+        await live.catch_up(cursor, lambda after: store.user_events_after(conversation_id, after))
+    stored = await store.conversation(conversation_id)
+    await live.send_now(
+        {
+            **ready_frame(conversation_id, assistant.info.name),
+            "state": stored.conversation.state.value,
+            "last_event_id": max(latest, live.last_sent_event_id),
+        }
+    )
+
+    async def resync() -> None:
+        await live.send_now({"type": "resync", "last_event_id": await store.last_event_id()})
+
+    writer = asyncio.create_task(live.run(resync))
+    limiter = RateLimiter(settings.user_rate_per_second, settings.user_rate_burst)
+    try:
+        while True:
+            raw = await ws.recv()
+            if raw is None:
+                continue
+            if not limiter.allow():
+                live.send(error_frame(ProtocolError("rate_limited", "too many frames; slow down")))
+                continue
+            try:
+                frame = parse_user_frame(raw, max_text_chars=settings.max_message_chars)
+            except ProtocolError as error:
+                live.send(error_frame(error))
+                continue
+            try:
+                if frame.kind == "message":
+                    assert frame.client_id is not None
+                    result = await service.user_message(
+                        conversation_id, frame.client_id, frame.text, "websocket"
+                    )
+                    if result.duplicate:
+                        live.send({"type": "ack", "id": frame.client_id, "duplicate": True})
+                elif frame.kind == "typing":
+                    await service.user_typing(conversation_id, frame.typing)
+                elif frame.kind == "request_human":
+                    await service.request_handoff(conversation_id, HandoffReason.UNHELPFUL_ANSWER)
+                    live.send({"type": "ack", "id": frame.client_id})
+            except ActionError as error:
+                live.send(error_frame(ProtocolError(error.code, error.message, frame.client_id)))
+            except Exception:
+                logger.exception("Could not process a frame of %s", conversation_id)
+                live.send(
+                    error_frame(
+                        ProtocolError(
+                            "internal",
+                            "the server could not process this message; please send it again",
+                            frame.client_id,
+                        )
+                    )
+                )
+    except ConnectionClosed:
+        logger.debug("User websocket of %s closed", conversation_id)
+    finally:
+        writer.cancel()
+        live.subscription.close()

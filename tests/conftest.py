@@ -1,0 +1,354 @@
+"""Shared fixtures: the trained bundled model and a real server process on a free port.
+
+Heavy libraries (Rasa, TensorFlow) never load in the pytest process: training and serving run
+in subprocesses through the ``handoff`` command, exactly as a user runs them.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import re
+import socket
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.parse
+import urllib.request
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+PROJECT_ROOT = Path(__file__).resolve().parent.parent
+BIN_DIR = Path(sys.executable).parent
+HANDOFF = str(BIN_DIR / "handoff")
+MODELS_DIR = PROJECT_ROOT / "models"
+SERVER_START_TIMEOUT_S = 240.0
+RASA_API_TOKEN = "test-token-3f9a"
+STRICT_INTENT = "close_account"
+"""The session server hands this intent off unless the model is 99.99% sure (never)."""
+"""The session server mounts Rasa's HTTP API under this token."""
+
+TEST_ENV = {
+    **os.environ,
+    "RASA_TELEMETRY_ENABLED": "false",
+    "TF_CPP_MIN_LOG_LEVEL": "2",
+    "PYTHONUNBUFFERED": "1",
+}
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def http_json(
+    method: str,
+    url: str,
+    body: bytes | None = None,
+    timeout: float = 30.0,
+    headers: dict[str, str] | None = None,
+) -> tuple[int, Any]:
+    """Send one HTTP request; return (status, decoded JSON body or None)."""
+    request = urllib.request.Request(
+        url,
+        data=body,
+        method=method,
+        headers={"Content-Type": "application/json", **(headers or {})},
+    )
+    try:
+        with urllib.request.urlopen(request, timeout=timeout) as response:
+            status, raw = response.status, response.read()
+    except urllib.error.HTTPError as error:
+        status, raw = error.code, error.read()
+    try:
+        return status, json.loads(raw) if raw else None
+    except json.JSONDecodeError:
+        return status, raw.decode("utf-8", "replace")
+
+
+@pytest.fixture(scope="session")
+def trained_model() -> Path:
+    """The bundled assistant's model: trained once, or reused if bot/ and data/ are unchanged."""
+    result = subprocess.run(
+        [HANDOFF, "train", "--out", str(MODELS_DIR)],
+        env=TEST_ENV,
+        capture_output=True,
+        text=True,
+        timeout=900,
+        check=False,
+    )
+    if result.returncode != 0:
+        pytest.fail(f"handoff train failed:\n{result.stdout[-3000:]}\n{result.stderr[-3000:]}")
+    match = re.search(r"(\S+\.tar\.gz)", result.stdout.splitlines()[-1])
+    assert match, f"no model path in the output of handoff train:\n{result.stdout[-2000:]}"
+    return Path(match.group(1))
+
+
+@dataclass
+class RunningServer:
+    port: int
+    base_url: str
+    ws_url: str
+    database_path: Path
+    process: subprocess.Popen[bytes]
+    log_path: Path
+
+    def log_tail(self, chars: int = 4000) -> str:
+        return self.log_path.read_text(errors="replace")[-chars:]
+
+
+def start_server(
+    model: Path, workdir: Path, extra_env: dict[str, str] | None = None, port: int | None = None
+) -> RunningServer:
+    """Start ``handoff serve`` on a free port; wait until /health says the model is loaded."""
+    port = port or free_port()
+    database_path = workdir / "handoff.db"
+    log_path = workdir / "server.log"
+    env = {
+        **TEST_ENV,
+        "HANDOFF_DATABASE_URL": f"sqlite:///{database_path}",
+        **(extra_env or {}),
+    }
+    with log_path.open("ab") as log_file:  # the child keeps its own descriptor
+        process = subprocess.Popen(
+            [HANDOFF, "serve", "--port", str(port), "--model", str(model)],
+            env=env,
+            stdout=log_file,
+            stderr=subprocess.STDOUT,
+        )
+    server = RunningServer(
+        port=port,
+        base_url=f"http://127.0.0.1:{port}",
+        ws_url=f"ws://127.0.0.1:{port}",
+        database_path=database_path,
+        process=process,
+        log_path=log_path,
+    )
+    deadline = time.monotonic() + SERVER_START_TIMEOUT_S
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise RuntimeError(f"server exited with {process.returncode}:\n{server.log_tail()}")
+        try:
+            status, _ = http_json("GET", f"{server.base_url}/health", timeout=2)
+        except OSError:
+            status = 0
+        if status == 200:
+            return server
+        time.sleep(0.5)
+    stop_server(server)
+    raise RuntimeError(f"server not ready after {SERVER_START_TIMEOUT_S} s:\n{server.log_tail()}")
+
+
+def stop_server(server: RunningServer) -> None:
+    server.process.terminate()
+    try:
+        server.process.wait(timeout=20)
+    except subprocess.TimeoutExpired:
+        server.process.kill()
+        server.process.wait()
+
+
+@pytest.fixture(scope="session")
+def server(
+    trained_model: Path, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[RunningServer]:
+    """One real server for the session, on its own SQLite database."""
+    running = start_server(
+        trained_model,
+        tmp_path_factory.mktemp("server"),
+        extra_env={
+            "HANDOFF_RASA_API_TOKEN": RASA_API_TOKEN,
+            "HANDOFF_INTENT_THRESHOLDS": f"{STRICT_INTENT}=0.9999",
+        },
+    )
+    yield running
+    stop_server(running)
+
+
+# Clients ------------------------------------------------------------------------------------
+
+
+class FrameClient:
+    """A websocket client that buffers frames so tests can wait for the one they expect."""
+
+    def __init__(self, ws: Any) -> None:
+        self.ws = ws
+        self.buffer: list[dict[str, Any]] = []
+        self.last_error: dict[str, Any] = {}
+
+    async def send(self, frame: dict[str, Any] | str) -> None:
+        await self.ws.send(frame if isinstance(frame, str) else json.dumps(frame))
+
+    async def _receive(self, timeout: float) -> dict[str, Any]:
+        raw = await asyncio.wait_for(self.ws.recv(), timeout)
+        frame: dict[str, Any] = json.loads(raw)
+        return frame
+
+    async def expect(
+        self,
+        type_: str,
+        timeout: float = 30.0,
+        **fields: Any,
+    ) -> dict[str, Any]:
+        """The first frame (buffered or new) of ``type_`` whose fields match ``fields``."""
+        return await self.expect_any((type_,), timeout, **fields)
+
+    async def expect_any(
+        self,
+        types: tuple[str, ...],
+        timeout: float = 30.0,
+        **fields: Any,
+    ) -> dict[str, Any]:
+        """The first frame of any of ``types`` whose fields match ``fields``."""
+        type_ = "/".join(types)
+
+        def matches(frame: dict[str, Any]) -> bool:
+            return frame.get("type") in types and all(frame.get(k) == v for k, v in fields.items())
+
+        for index, frame in enumerate(self.buffer):
+            if matches(frame):
+                if frame["type"] == "error":
+                    self.last_error = frame
+                return self.buffer.pop(index)
+        deadline = time.monotonic() + timeout
+        while True:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                raise AssertionError(
+                    f"no {type_} frame {fields} within {timeout} s; got {self.buffer}"
+                )
+            try:
+                frame = await self._receive(remaining)
+            except asyncio.TimeoutError:
+                continue
+            if matches(frame):
+                if frame["type"] == "error":
+                    self.last_error = frame
+                return frame
+            self.buffer.append(frame)
+
+    async def drain(self, quiet: float = 0.5) -> list[dict[str, Any]]:
+        """Everything received until ``quiet`` seconds pass without a frame."""
+        frames, self.buffer = self.buffer, []
+        while True:
+            try:
+                frames.append(await self._receive(quiet))
+            except asyncio.TimeoutError:
+                return frames
+
+    async def close(self) -> None:
+        await self.ws.close()
+
+
+class UserClient(FrameClient):
+    def __init__(self, ws: Any, ready: dict[str, Any]) -> None:
+        super().__init__(ws)
+        self.ready = ready
+        self.conversation_id: str = ready["conversation_id"]
+
+    async def say(self, text: str, client_id: str | None = None) -> list[dict[str, Any]]:
+        """Send ``text``; return the frames that answer it (bot messages or handoff notices)."""
+        client_id = client_id or uuid.uuid4().hex
+        await self.send({"type": "message", "id": client_id, "text": text})
+        await self.expect("ack", id=client_id)
+        frames = await self.drain(1.0)
+        answers = [f for f in frames if f["type"] in ("bot", "handoff", "agent")]
+        self.buffer.extend(f for f in frames if f not in answers)
+        return answers
+
+    async def bot_texts(self, text: str) -> list[str]:
+        frames = await self.say(text)
+        assert frames and all(f["type"] == "bot" for f in frames), frames
+        return [f["text"] for f in frames]
+
+
+async def connect_user(
+    server: RunningServer, conversation_id: str | None = None, last_event_id: int | None = None
+) -> UserClient:
+    from websockets.client import connect
+
+    params = {}
+    if conversation_id:
+        params["conversation_id"] = conversation_id
+    if last_event_id is not None:
+        params["last_event_id"] = str(last_event_id)
+    query = ("?" + urllib.parse.urlencode(params)) if params else ""
+    ws = await connect(f"{server.ws_url}/ws/user{query}")
+    client = FrameClient(ws)
+    ready = await client.expect("ready")
+    user = UserClient(ws, ready)
+    user.buffer = client.buffer
+    return user
+
+
+class AgentClient(FrameClient):
+    def __init__(self, ws: Any, hello: dict[str, Any], token: str) -> None:
+        super().__init__(ws)
+        self.hello = hello
+        self.token = token
+
+    async def act(self, type_: str, **fields: Any) -> dict[str, Any]:
+        """Send an action frame; return its ack, or raise AssertionError with the error."""
+        client_id = uuid.uuid4().hex
+        await self.send({"type": type_, "id": client_id, **fields})
+        return await self.expect("ack", id=client_id)
+
+    async def act_expecting_error(self, type_: str, **fields: Any) -> dict[str, Any]:
+        client_id = uuid.uuid4().hex
+        await self.send({"type": type_, "id": client_id, **fields})
+        return await self.expect("error", id=client_id)
+
+
+def login(server: RunningServer, username: str, password: str) -> str:
+    status, body = http_json(
+        "POST",
+        f"{server.base_url}/api/login",
+        json.dumps({"username": username, "password": password}).encode(),
+        headers={"Origin": server.base_url},
+    )
+    assert status == 200, body
+    token: str = body["token"]
+    return token
+
+
+async def connect_agent(
+    server: RunningServer, username: str, last_event_id: int | None = None
+) -> AgentClient:
+    from websockets.client import connect
+
+    token = login(server, username, PASSWORD)
+    query = f"?last_event_id={last_event_id}" if last_event_id is not None else ""
+    ws = await connect(
+        f"{server.ws_url}/ws/agent{query}",
+        origin=server.base_url,  # type: ignore[arg-type]
+        extra_headers={"Authorization": f"Bearer {token}"},
+    )
+    client = FrameClient(ws)
+    hello = await client.expect("hello")
+    agent = AgentClient(ws, hello, token)
+    agent.buffer = client.buffer
+    return agent
+
+
+PASSWORD = "correct-horse-battery"
+
+
+def add_agent(server: RunningServer, username: str, name: str, role: str = "agent") -> None:
+    result = subprocess.run(
+        [HANDOFF, "agents", "add", username, "--name", name, "--role", role, "--password-stdin"],
+        input=PASSWORD + "\n",
+        env={**TEST_ENV, "HANDOFF_DATABASE_URL": f"sqlite:///{server.database_path}"},
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert result.returncode == 0 or "is taken" in result.stderr, result.stderr

@@ -1,0 +1,110 @@
+"""The agent console in a real headless Chromium (Debian's, driven by Playwright)."""
+
+from __future__ import annotations
+
+import sqlite3
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.conftest import PASSWORD, RunningServer, add_agent, connect_user
+
+pytestmark = pytest.mark.slow
+
+CHROMIUM = Path("/usr/bin/chromium")
+HAVE_CHROMIUM = CHROMIUM.exists()
+CHROMIUM_ARGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
+XSS = '<img src=x onerror="window.__xss = 1"><script>window.__xss = 2</script>'
+SCREENSHOTS = Path(__file__).resolve().parent.parent / "var" / "screenshots"
+
+
+@pytest.fixture
+async def page(server: RunningServer) -> AsyncIterator[Any]:
+    if not HAVE_CHROMIUM:
+        pytest.skip("Debian's chromium is not installed (make install installs it as root)")
+    from playwright.async_api import async_playwright
+
+    async with async_playwright() as playwright:
+        browser = await playwright.chromium.launch(
+            executable_path=str(CHROMIUM), args=CHROMIUM_ARGS, headless=True
+        )
+        context = await browser.new_context(viewport={"width": 1280, "height": 900})
+        yield await context.new_page()
+        await browser.close()
+
+
+async def test_agent_claims_labels_replies_with_a_canned_response_and_hands_back(
+    server: RunningServer, page: Any
+) -> None:
+    add_agent(server, "dana", "Dana")
+    user = await connect_user(server)
+    frames = await user.say("I'd like to talk to a person please")
+    assert frames[0]["status"] == "queued"
+    await user.send({"type": "message", "id": "xss-1", "text": XSS})
+    await user.expect("ack", id="xss-1")
+
+    await page.goto(f"{server.base_url}/console")
+    await page.fill("#username", "dana")
+    await page.fill("#password", PASSWORD)
+    await page.click("#signin-form button[type=submit]")
+    await page.wait_for_selector("#connection:text('connected')")
+
+    item = page.locator(f"#queue li[data-conversation-id='{user.conversation_id}']")
+    await item.wait_for()
+    assert await item.locator(".last").text_content() == XSS, "shown as text in the queue"
+    await item.locator("button.claim").click()
+    await user.expect("handoff", status="agent_joined")
+
+    transcript = page.locator("#transcript")
+    await transcript.locator(".msg.user .text", has_text="onerror").wait_for()
+    texts = await transcript.locator(".msg.user .text").all_text_contents()
+    assert XSS in texts
+    assert await transcript.locator("img, script").count() == 0
+    assert await page.evaluate("window.__xss") is None
+
+    first = transcript.locator(".msg.user").first
+    await first.locator("select").select_option("human_handoff")
+    await first.locator("button.label-button").click()
+    await transcript.locator(".msg.user .labelled", has_text="human_handoff").wait_for()
+
+    options = await page.locator("#canned option").evaluate_all("els => els.map(e => e.value)")
+    canned = options[1]
+    assert canned.startswith("utter_")
+    await page.select_option("#canned", canned)
+    expected_text = await page.input_value("#reply")
+    await page.click("#reply-form button[type=submit]")
+    reply = await user.expect("agent")
+    assert reply["text"] == expected_text
+    assert reply["agent"] == "Dana"
+
+    SCREENSHOTS.mkdir(parents=True, exist_ok=True)
+    await page.screenshot(path=str(SCREENSHOTS / "console-conversation.png"))
+
+    await page.click("#hand-back")
+    await user.expect("handoff", status="handed_back")
+    await page.locator("#empty").wait_for(state="visible")
+
+    with sqlite3.connect(server.database_path) as db:
+        used = db.execute(
+            "SELECT response_name FROM messages WHERE conversation_id = ? AND sender = 'agent'",
+            (user.conversation_id,),
+        ).fetchall()
+        labels = db.execute(
+            "SELECT l.intent FROM labels l JOIN messages m ON m.id = l.message_id"
+            " WHERE m.conversation_id = ?",
+            (user.conversation_id,),
+        ).fetchall()
+    assert used == [(canned,)]
+    assert labels == [("human_handoff",)]
+    await user.close()

@@ -1,0 +1,106 @@
+"""Settings from defaults, a TOML file, the environment and overrides."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from handoff.settings import PROJECT_ROOT, Settings, SettingsError, load_settings
+
+
+def test_defaults_need_nothing_but_the_project() -> None:
+    settings = load_settings(environ={})
+    assert settings == Settings()
+    assert settings.database_url.startswith("sqlite:///")
+    assert settings.model_path == PROJECT_ROOT / "models"
+    assert settings.rasa_api_token is None
+
+
+def test_environment_overrides_defaults_and_is_cast() -> None:
+    settings = load_settings(
+        environ={
+            "HANDOFF_PORT": "8080",
+            "HANDOFF_FALLBACK_THRESHOLD": "0.45",
+            "HANDOFF_MODEL_PATH": "/srv/models",
+            "HANDOFF_LOG_LEVEL": "debug",
+            "HANDOFF_DATABASE_URL": "postgresql://bot@db/handoff",
+        }
+    )
+    assert settings.port == 8080
+    assert settings.fallback_threshold == 0.45
+    assert settings.model_path == Path("/srv/models")
+    assert settings.log_level == "DEBUG"
+    assert settings.database_url == "postgresql://bot@db/handoff"
+
+
+def test_file_then_environment_then_overrides(tmp_path: Path) -> None:
+    config = tmp_path / "handoff.toml"
+    config.write_text('port = 7000\nhost = "0.0.0.0"\nfallback_threshold = 0.5\n')
+    settings = load_settings(
+        environ={"HANDOFF_CONFIG": str(config), "HANDOFF_PORT": "7001"}, port=7002
+    )
+    assert (settings.host, settings.port, settings.fallback_threshold) == ("0.0.0.0", 7002, 0.5)
+    settings = load_settings(environ={"HANDOFF_PORT": "7001"}, config_file=config)
+    assert settings.port == 7001
+
+
+def test_overrides_of_none_are_ignored() -> None:
+    assert load_settings(environ={"HANDOFF_PORT": "7001"}, port=None).port == 7001
+
+
+@pytest.mark.parametrize(
+    ("environ", "fragment"),
+    [
+        ({"HANDOFF_PORT": "eighty"}, "HANDOFF_PORT"),
+        ({"HANDOFF_PORT": "0"}, "port must be between"),
+        ({"HANDOFF_FALLBACK_THRESHOLD": "1.5"}, "fallback_threshold"),
+        ({"HANDOFF_MAX_MESSAGE_CHARS": "0"}, "max_message_chars"),
+        ({"HANDOFF_DATABASE_URL": "handoff.db"}, "not a SQLAlchemy URL"),
+        ({"HANDOFF_LOG_LEVEL": "loud"}, "log_level"),
+        ({"HANDOFF_CONFIG": "/nonexistent/handoff.toml"}, "does not exist"),
+    ],
+)
+def test_bad_values_name_the_setting(environ: dict[str, str], fragment: str) -> None:
+    with pytest.raises(SettingsError, match=fragment):
+        load_settings(environ=environ)
+
+
+def test_unknown_and_malformed_config_files_are_refused(tmp_path: Path) -> None:
+    unknown = tmp_path / "unknown.toml"
+    unknown.write_text("prot = 1\n")
+    with pytest.raises(SettingsError, match=r"unknown setting.*prot"):
+        load_settings(environ={}, config_file=unknown)
+    broken = tmp_path / "broken.toml"
+    broken.write_text("port = \n")
+    with pytest.raises(SettingsError, match="not valid TOML"):
+        load_settings(environ={}, config_file=broken)
+
+
+def test_lists_and_thresholds_from_environment_and_file(tmp_path: Path) -> None:
+    settings = load_settings(
+        environ={
+            "HANDOFF_ALWAYS_HUMAN_INTENTS": "report_fraud, close_account",
+            "HANDOFF_INTENT_THRESHOLDS": "close_account=0.85,loan_inquiry=0.8",
+        }
+    )
+    assert settings.always_human_intents == ("report_fraud", "close_account")
+    assert settings.intent_thresholds == (("close_account", 0.85), ("loan_inquiry", 0.8))
+    config = tmp_path / "handoff.toml"
+    config.write_text(
+        'allowed_origins = ["https://support.example"]\n[intent_thresholds]\nfees = 0.7\n'
+    )
+    settings = load_settings(environ={}, config_file=config)
+    assert settings.intent_thresholds == (("fees", 0.7),)
+    assert settings.origins() == frozenset({"https://support.example"})
+
+
+def test_default_origins_are_the_server_itself() -> None:
+    settings = load_settings(environ={"HANDOFF_PORT": "8080"})
+    assert settings.origins() == frozenset({"http://127.0.0.1:8080", "http://localhost:8080"})
+
+
+@pytest.mark.parametrize("raw", ["close_account", "close_account=high", "close_account=1.5"])
+def test_bad_thresholds_are_refused(raw: str) -> None:
+    with pytest.raises(SettingsError, match="HANDOFF_INTENT_THRESHOLDS"):
+        load_settings(environ={"HANDOFF_INTENT_THRESHOLDS": raw})
