@@ -7,7 +7,6 @@ in the allow list and the request carries a valid session (cookie ``handoff_sess
 
 from __future__ import annotations
 
-import asyncio
 import json
 import logging
 from typing import Any
@@ -15,14 +14,19 @@ from typing import Any
 from sanic import Blueprint, Request, response
 from sanic.response import HTTPResponse
 from sanic.server.websockets.impl import WebsocketImplProtocol
-from websockets.exceptions import ConnectionClosed
 
 from handoff import auth
 from handoff.assistant import AssistantHolder
 from handoff.conversation_service import ActionError, ConversationService
-from handoff.live import LiveConnection, RateLimiter
+from handoff.live import LiveConnection, RateLimiter, resume_from, serve_frames
 from handoff.presence import Presence
-from handoff.protocol import ProtocolError, error_frame, parse_agent_frame, parse_cursor
+from handoff.protocol import (
+    AgentFrame,
+    ProtocolError,
+    error_frame,
+    parse_agent_frame,
+    parse_cursor,
+)
 from handoff.settings import Settings
 from handoff.store import Agent, Store
 
@@ -240,65 +244,35 @@ async def agent_socket(request: Request, ws: WebsocketImplProtocol) -> None:
     assistant = await holder.get(timeout=300)
 
     live = LiveConnection(ws, request.app.ctx.hub, [f"agent:{agent.id}", "agents"])
-    latest = await store.last_event_id()
-    if cursor is not None and (cursor > latest or cursor < await store.oldest_event_id() - 1):
-        await live.send_now({"type": "resync", "last_event_id": latest})
-        cursor = None
-    if cursor is not None:
-        await live.catch_up(cursor, lambda after: store.agent_events_after(agent.id, after))
-    presence.connected(agent.id, agent.display_name)
-    await live.send_now(
-        {
-            "type": "hello",
-            "agent": _agent_view(agent),
-            "model": assistant.info.name,
-            "intents": sorted(assistant.intent_names()),
-            "responses": assistant.responses(),
-            "queue": await service.queue_snapshot(),
-            "assigned": [c.conversation.id for c in await store.assigned_conversations(agent.id)],
-            "last_event_id": max(latest, live.last_sent_event_id),
-        }
+    latest = await resume_from(
+        live, store, cursor, lambda after: store.agent_events_after(agent.id, after)
     )
-    _broadcast_presence(request)
-
-    async def resync() -> None:
-        await live.send_now({"type": "resync", "last_event_id": await store.last_event_id()})
-
-    writer = asyncio.create_task(live.run(resync))
-    limiter = RateLimiter(settings.agent_rate_per_second, settings.agent_rate_burst)
+    presence.connected(agent.id, agent.display_name)
     try:
-        while True:
-            raw = await ws.recv()
-            if raw is None:
-                continue
-            if not limiter.allow():
-                live.send(error_frame(ProtocolError("rate_limited", "too many frames; slow down")))
-                continue
-            try:
-                frame = parse_agent_frame(raw, max_text_chars=settings.max_message_chars)
-            except ProtocolError as error:
-                live.send(error_frame(error))
-                continue
-            try:
-                reply = await _handle(frame, agent, request)
-            except ActionError as error:
-                live.send(error_frame(ProtocolError(error.code, error.message, frame.client_id)))
-                continue
-            except Exception:
-                logger.exception("Agent %s frame %s failed", agent.username, frame.kind)
-                live.send(
-                    error_frame(
-                        ProtocolError("internal", "the server failed; try again", frame.client_id)
-                    )
-                )
-                continue
-            if reply is not None:
-                live.send(reply)
-    except ConnectionClosed:
-        pass
+        await live.send_now(
+            {
+                "type": "hello",
+                "agent": _agent_view(agent),
+                "model": assistant.info.name,
+                "intents": sorted(assistant.intent_names()),
+                "responses": assistant.responses(),
+                "queue": await service.queue_snapshot(),
+                "assigned": [
+                    c.conversation.id for c in await store.assigned_conversations(agent.id)
+                ],
+                "last_event_id": latest,
+            }
+        )
+        _broadcast_presence(request)
+        await serve_frames(
+            live,
+            store,
+            RateLimiter(settings.agent_rate_per_second, settings.agent_rate_burst),
+            lambda raw: parse_agent_frame(raw, max_text_chars=settings.max_message_chars),
+            lambda frame: _handle(frame, agent, request),
+            f"agent {agent.username}",
+        )
     finally:
-        writer.cancel()
-        live.subscription.close()
         presence.disconnected(agent.id)
         _broadcast_presence(request)
 
@@ -312,7 +286,7 @@ def _broadcast_presence(request: Request) -> None:
     )
 
 
-async def _handle(frame: Any, agent: Agent, request: Request) -> dict[str, Any] | None:
+async def _handle(frame: AgentFrame, agent: Agent, request: Request) -> dict[str, Any] | None:
     service: ConversationService = request.app.ctx.service
     store: Store = request.app.ctx.store
     ack = {"type": "ack", "id": frame.client_id}
@@ -322,6 +296,7 @@ async def _handle(frame: Any, agent: Agent, request: Request) -> dict[str, Any] 
     if frame.kind == "open":
         return {**ack, "transcript": await service.transcript(agent, frame.conversation_id)}
     if frame.kind == "reply":
+        assert frame.client_id is not None  # parse_agent_frame requires it for replies
         sent = await service.reply(
             agent, frame.conversation_id, frame.client_id, frame.text, frame.response_name
         )

@@ -31,6 +31,7 @@ from handoff.routing import (
     Command,
     ForwardToBot,
     HandedBack,
+    HandoffReason,
     HandoffRequested,
     IllegalTransition,
     NotAssignedToAgent,
@@ -266,7 +267,7 @@ class ConversationService:
                 ]
             )
 
-    async def request_handoff(self, conversation_id: str, reason: Any) -> None:
+    async def request_handoff(self, conversation_id: str, reason: HandoffReason) -> None:
         """Hand off on the user's request outside a message (e.g. after a thumbs-down)."""
         async with self._locks[conversation_id]:
             stored = await self.store.conversation(conversation_id)

@@ -8,15 +8,19 @@ import json
 import logging
 import time
 from collections.abc import Awaitable, Callable
-from typing import Any
+from typing import Any, TypeVar
 
 from sanic.server.websockets.impl import WebsocketImplProtocol
 from websockets.exceptions import ConnectionClosed
 
+from handoff.conversation_service import ActionError
 from handoff.hub import Hub
-from handoff.store import Event
+from handoff.protocol import ProtocolError, error_frame
+from handoff.store import Event, Store
 
 logger = logging.getLogger(__name__)
+
+FrameT = TypeVar("FrameT")
 
 
 def event_frame(event: Event) -> dict[str, Any]:
@@ -107,3 +111,76 @@ class LiveConnection:
             pass
         finally:
             self.subscription.close()
+
+
+async def resume_from(
+    live: LiveConnection,
+    store: Store,
+    cursor: int | None,
+    fetch: Callable[[int], Awaitable[list[Event]]],
+) -> int:
+    """Replay what the client missed since ``cursor`` (or tell it to resync when the server
+    cannot); return the newest event id, for the client's first cursor."""
+    latest = await store.last_event_id()
+    if cursor is not None and (cursor > latest or cursor < await store.oldest_event_id() - 1):
+        await live.send_now({"type": "resync", "last_event_id": latest})
+        cursor = None
+    if cursor is not None:
+        await live.catch_up(cursor, fetch)
+    return max(latest, live.last_sent_event_id)
+
+
+async def serve_frames(
+    live: LiveConnection,
+    store: Store,
+    limiter: RateLimiter,
+    parse: Callable[[str | bytes], FrameT],
+    handle: Callable[[FrameT], Awaitable[dict[str, Any] | None]],
+    who: str,
+) -> None:
+    """Read frames until the socket closes: rate-limit, validate, handle, answer.
+
+    Invalid frames, refused actions and failures each get an ``error`` frame; the connection
+    stays usable. ``handle`` returns a frame to send back (e.g. an ``ack``) or None.
+    """
+
+    async def resync() -> None:
+        await live.send_now({"type": "resync", "last_event_id": await store.last_event_id()})
+
+    writer = asyncio.create_task(live.run(resync))
+    try:
+        while True:
+            raw = await live.ws.recv()
+            if raw is None:
+                continue
+            if not limiter.allow():
+                live.send(error_frame(ProtocolError("rate_limited", "too many frames; slow down")))
+                continue
+            try:
+                frame = parse(raw)
+            except ProtocolError as error:
+                live.send(error_frame(error))
+                continue
+            client_id = getattr(frame, "client_id", None)
+            try:
+                reply = await handle(frame)
+            except ActionError as error:
+                live.send(error_frame(ProtocolError(error.code, error.message, client_id)))
+                continue
+            except Exception:
+                logger.exception("A frame of %s failed", who)
+                live.send(
+                    error_frame(
+                        ProtocolError(
+                            "internal", "the server failed on this frame; send it again", client_id
+                        )
+                    )
+                )
+                continue
+            if reply is not None:
+                live.send(reply)
+    except ConnectionClosed:
+        logger.debug("Websocket of %s closed", who)
+    finally:
+        writer.cancel()
+        live.subscription.close()

@@ -2,20 +2,20 @@
 
 from __future__ import annotations
 
-import asyncio
 import json
 import logging
 import uuid
+from typing import Any
 
 from sanic import Blueprint, Request
 from sanic.server.websockets.impl import WebsocketImplProtocol
-from websockets.exceptions import ConnectionClosed
 
 from handoff.assistant import AssistantHolder, AssistantNotReadyError
-from handoff.conversation_service import ActionError, ConversationService
-from handoff.live import LiveConnection, RateLimiter
+from handoff.conversation_service import ConversationService
+from handoff.live import LiveConnection, RateLimiter, resume_from, serve_frames
 from handoff.protocol import (
     ProtocolError,
+    UserFrame,
     error_frame,
     parse_cursor,
     parse_user_frame,
@@ -65,67 +65,38 @@ async def user_socket(request: Request, ws: WebsocketImplProtocol) -> None:
         return
 
     live = LiveConnection(ws, request.app.ctx.hub, [f"user:{conversation_id}"])
-    latest = await store.last_event_id()
-    if cursor is not None and (cursor > latest or cursor < await store.oldest_event_id() - 1):
-        await live.send_now({"type": "resync", "last_event_id": latest})
-        cursor = None
-    if cursor is not None:
-        await live.catch_up(cursor, lambda after: store.user_events_after(conversation_id, after))
+    latest = await resume_from(
+        live, store, cursor, lambda after: store.user_events_after(conversation_id, after)
+    )
     stored = await store.conversation(conversation_id)
     await live.send_now(
         {
             **ready_frame(conversation_id, assistant.info.name),
             "state": stored.conversation.state.value,
-            "last_event_id": max(latest, live.last_sent_event_id),
+            "last_event_id": latest,
         }
     )
 
-    async def resync() -> None:
-        await live.send_now({"type": "resync", "last_event_id": await store.last_event_id()})
+    async def handle(frame: UserFrame) -> dict[str, Any] | None:
+        if frame.kind == "typing":
+            await service.user_typing(conversation_id, frame.typing)
+            return None
+        if frame.kind == "request_human":
+            await service.request_handoff(conversation_id, HandoffReason.UNHELPFUL_ANSWER)
+            return {"type": "ack", "id": frame.client_id}
+        assert frame.client_id is not None
+        result = await service.user_message(
+            conversation_id, frame.client_id, frame.text, "websocket"
+        )
+        return (
+            {"type": "ack", "id": frame.client_id, "duplicate": True} if result.duplicate else None
+        )
 
-    writer = asyncio.create_task(live.run(resync))
-    limiter = RateLimiter(settings.user_rate_per_second, settings.user_rate_burst)
-    try:
-        while True:
-            raw = await ws.recv()
-            if raw is None:
-                continue
-            if not limiter.allow():
-                live.send(error_frame(ProtocolError("rate_limited", "too many frames; slow down")))
-                continue
-            try:
-                frame = parse_user_frame(raw, max_text_chars=settings.max_message_chars)
-            except ProtocolError as error:
-                live.send(error_frame(error))
-                continue
-            try:
-                if frame.kind == "message":
-                    assert frame.client_id is not None
-                    result = await service.user_message(
-                        conversation_id, frame.client_id, frame.text, "websocket"
-                    )
-                    if result.duplicate:
-                        live.send({"type": "ack", "id": frame.client_id, "duplicate": True})
-                elif frame.kind == "typing":
-                    await service.user_typing(conversation_id, frame.typing)
-                elif frame.kind == "request_human":
-                    await service.request_handoff(conversation_id, HandoffReason.UNHELPFUL_ANSWER)
-                    live.send({"type": "ack", "id": frame.client_id})
-            except ActionError as error:
-                live.send(error_frame(ProtocolError(error.code, error.message, frame.client_id)))
-            except Exception:
-                logger.exception("Could not process a frame of %s", conversation_id)
-                live.send(
-                    error_frame(
-                        ProtocolError(
-                            "internal",
-                            "the server could not process this message; please send it again",
-                            frame.client_id,
-                        )
-                    )
-                )
-    except ConnectionClosed:
-        logger.debug("User websocket of %s closed", conversation_id)
-    finally:
-        writer.cancel()
-        live.subscription.close()
+    await serve_frames(
+        live,
+        store,
+        RateLimiter(settings.user_rate_per_second, settings.user_rate_burst),
+        lambda raw: parse_user_frame(raw, max_text_chars=settings.max_message_chars),
+        handle,
+        f"user {conversation_id}",
+    )
