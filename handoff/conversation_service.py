@@ -14,7 +14,7 @@ import dataclasses
 import logging
 import re
 import time
-from collections import defaultdict
+import weakref
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -120,7 +120,16 @@ class ConversationService:
         self.assistant = assistant
         self.policy = policy
         self.presence = presence
-        self._locks: defaultdict[str, asyncio.Lock] = defaultdict(asyncio.Lock)
+        # One lock per conversation with work in flight; unused locks are garbage-collected.
+        self._locks: weakref.WeakValueDictionary[str, asyncio.Lock] = weakref.WeakValueDictionary()
+
+    def _lock(self, conversation_id: str) -> asyncio.Lock:
+        """Serialises everything that happens to one conversation in this process."""
+        lock = self._locks.get(conversation_id)
+        if lock is None:
+            lock = asyncio.Lock()
+            self._locks[conversation_id] = lock
+        return lock
 
     async def _publish(self, events: Sequence[Event]) -> None:
         self.hub.publish(events)
@@ -134,7 +143,7 @@ class ConversationService:
 
         Sending the same ``client_id`` twice stores and delivers the message once.
         """
-        async with self._locks[conversation_id]:
+        async with self._lock(conversation_id):
             stored = await self.store.conversation(conversation_id)
             message, created, events = await self.store.add_message(
                 conversation_id,
@@ -269,7 +278,7 @@ class ConversationService:
 
     async def request_handoff(self, conversation_id: str, reason: HandoffReason) -> None:
         """Hand off on the user's request outside a message (e.g. after a thumbs-down)."""
-        async with self._locks[conversation_id]:
+        async with self._lock(conversation_id):
             stored = await self.store.conversation(conversation_id)
             try:
                 queued, _ = transition(stored.conversation, HandoffRequested(reason))
@@ -307,7 +316,7 @@ class ConversationService:
         return stored, _stored_like(stored, after)
 
     async def claim(self, agent: Agent, conversation_id: str) -> None:
-        async with self._locks[conversation_id]:
+        async with self._lock(conversation_id):
             stored, after = await self._apply(agent, conversation_id, AgentClaimed(str(agent.id)))
             try:
                 _, events = await self.store.save_conversation(
@@ -339,7 +348,7 @@ class ConversationService:
         response_name: str | None = None,
     ) -> bool:
         """Send an agent's reply to the user; False if ``client_id`` was already sent."""
-        async with self._locks[conversation_id]:
+        async with self._lock(conversation_id):
             stored, _ = await self._apply(agent, conversation_id, AgentReplied(str(agent.id), text))
             _, created, events = await self.store.add_message(
                 conversation_id,
@@ -413,7 +422,7 @@ class ConversationService:
     async def transfer(self, agent: Agent, conversation_id: str, to: Agent | None) -> None:
         if to is not None and to.disabled:
             raise ActionError("unknown_agent", f"agent {to.username} is disabled")
-        async with self._locks[conversation_id]:
+        async with self._lock(conversation_id):
             command = Transferred(str(agent.id), str(to.id) if to else None)
             stored, after = await self._apply(agent, conversation_id, command)
             events = [_agent_event(agent.id, "unassigned", conversation_id, reason="transferred")]
@@ -449,7 +458,7 @@ class ConversationService:
     async def _finish(
         self, agent: Agent, conversation_id: str, command: Command, outcome: str
     ) -> None:
-        async with self._locks[conversation_id]:
+        async with self._lock(conversation_id):
             stored, after = await self._apply(agent, conversation_id, command)
             assistant = await self.assistant.get()
             await assistant.append_to_tracker(conversation_id, [ConversationResumed()])

@@ -1,0 +1,207 @@
+"""Turning reviewed agent labels into Rasa training data: a pure function, no I/O.
+
+:func:`build_export` takes approved candidates (NLU examples, new responses, stories) and what
+the training data already holds, and returns Rasa 3.x training-data documents plus the
+domain additions. Before anything is written, personal data is redacted and Rasa's
+entity-markup characters are neutralised; examples are merged without duplicates (by
+normalised text) and conflicts (one text, two intents) are refused, never guessed.
+Serialising the result to YAML files is the caller's job.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+RASA_DATA_VERSION = "3.1"
+
+
+@dataclass(frozen=True)
+class ApprovedExample:
+    candidate_id: int
+    text: str
+    intent: str
+
+
+@dataclass(frozen=True)
+class ApprovedResponse:
+    candidate_id: int
+    intent: str
+    text: str
+
+
+@dataclass(frozen=True)
+class ApprovedStory:
+    candidate_id: int
+    name: str
+    turns: Sequence[tuple[str, str]]
+    """(intent, response name) pairs, in order."""
+
+
+@dataclass(frozen=True)
+class ExistingData:
+    """What the training data and domain hold already."""
+
+    examples: Mapping[str, str] = field(default_factory=dict)
+    """normalised example text -> intent"""
+    intents: frozenset[str] = frozenset()
+    responses: frozenset[str] = frozenset()
+
+
+@dataclass(frozen=True)
+class Skipped:
+    candidate_id: int
+    reason: str
+
+
+@dataclass(frozen=True)
+class Export:
+    nlu: dict[str, Any]
+    """A Rasa NLU document: ``{"version", "nlu": [{"intent", "examples"}]}``."""
+    stories: dict[str, Any]
+    """A Rasa stories document: ``{"version", "stories": [...]}``."""
+    domain: dict[str, Any]
+    """Domain additions: ``{"version", "intents": [...], "responses": {...}}``."""
+    written: list[int]
+    """Candidate ids whose content is in the export."""
+    skipped: list[Skipped]
+
+
+# Personal data ------------------------------------------------------------------------------
+
+DEFAULT_REDACTIONS: tuple[tuple[str, str], ...] = (
+    ("<email>", r"[\w.+-]+@[\w-]+(?:\.[\w-]+)+"),
+    ("<iban>", r"\b[A-Z]{2}\d{2}(?:[ ]?[A-Z0-9]{4}){2,7}(?:[ ]?[A-Z0-9]{1,3})?\b"),
+    ("<card_number>", r"\b(?:\d[ -]?){12,18}\d\b"),
+    ("<phone>", r"(?<![\w+])\+?\d[\d ()./-]{6,}\d\b"),
+)
+"""(placeholder, pattern) pairs applied in order: IBANs and card numbers before phone
+numbers, which would otherwise swallow them."""
+
+
+def redact(text: str, extra_patterns: Iterable[tuple[str, str]] = ()) -> str:
+    """Replace emails, IBANs, payment card numbers, phone numbers and ``extra_patterns``
+    (placeholder, regex) with placeholders such as ``<email>``."""
+    for placeholder, pattern in (*DEFAULT_REDACTIONS, *extra_patterns):
+        text = re.sub(pattern, placeholder, text)
+    return text
+
+
+# Text ---------------------------------------------------------------------------------------
+
+_SPACES = re.compile(r"\s+")
+_EDGE_PUNCTUATION = " \t.,!?;:\"'"
+
+
+def normalize(text: str) -> str:
+    """The form duplicates are compared in: case-folded, spaces collapsed, edge punctuation
+    stripped."""
+    return _SPACES.sub(" ", text).strip(_EDGE_PUNCTUATION).casefold()
+
+
+def escape_markup(text: str) -> str:
+    """Make user text safe inside a Rasa example: one line, and no ``[...]`` / ``{...}`` that
+    Rasa would read as entity annotations (Rasa has no escape syntax, so brackets and braces
+    become parentheses)."""
+    text = _SPACES.sub(" ", text).strip()
+    return text.translate(str.maketrans("[]{}", "()()"))
+
+
+def clean_example(text: str, extra_patterns: Iterable[tuple[str, str]] = ()) -> str:
+    return escape_markup(redact(text, extra_patterns))
+
+
+# The export ---------------------------------------------------------------------------------
+
+
+def response_name(intent: str) -> str:
+    return f"utter_{intent}"
+
+
+def build_export(
+    examples: Sequence[ApprovedExample],
+    responses: Sequence[ApprovedResponse],
+    stories: Sequence[ApprovedStory],
+    existing: ExistingData,
+    extra_redactions: Sequence[tuple[str, str]] = (),
+) -> Export:
+    """Build the training data for approved candidates (see the module docstring)."""
+    written: list[int] = []
+    skipped: list[Skipped] = []
+    seen: dict[str, str] = dict(existing.examples)
+    by_intent: dict[str, list[str]] = {}
+    new_intents: list[str] = []
+
+    for example in sorted(examples, key=lambda e: e.candidate_id):
+        text = clean_example(example.text, extra_redactions)
+        key = normalize(text)
+        if not key:
+            skipped.append(Skipped(example.candidate_id, "empty after redaction"))
+            continue
+        known = seen.get(key)
+        if known == example.intent:
+            skipped.append(Skipped(example.candidate_id, "duplicate"))
+            continue
+        if known is not None:
+            skipped.append(
+                Skipped(example.candidate_id, f"conflict: already an example of {known}")
+            )
+            continue
+        seen[key] = example.intent
+        by_intent.setdefault(example.intent, []).append(text)
+        if example.intent not in existing.intents and example.intent not in new_intents:
+            new_intents.append(example.intent)
+        written.append(example.candidate_id)
+
+    new_responses: dict[str, list[dict[str, str]]] = {}
+    for response in sorted(responses, key=lambda r: r.candidate_id):
+        name = response_name(response.intent)
+        if name in existing.responses or name in new_responses:
+            skipped.append(Skipped(response.candidate_id, f"{name} exists already"))
+            continue
+        text = redact(response.text, extra_redactions).strip()
+        if not text:
+            skipped.append(Skipped(response.candidate_id, "empty after redaction"))
+            continue
+        new_responses[name] = [{"text": text}]
+        if response.intent not in existing.intents and response.intent not in new_intents:
+            new_intents.append(response.intent)
+        written.append(response.candidate_id)
+
+    known_intents = existing.intents | set(new_intents)
+    known_responses = existing.responses | set(new_responses)
+    story_documents = []
+    for story in sorted(stories, key=lambda s: s.candidate_id):
+        problems = [
+            f"unknown intent {intent}" for intent, _ in story.turns if intent not in known_intents
+        ] + [f"unknown response {name}" for _, name in story.turns if name not in known_responses]
+        if not story.turns or problems:
+            skipped.append(Skipped(story.candidate_id, "; ".join(problems) or "no turns"))
+            continue
+        steps: list[dict[str, str]] = []
+        for intent, name in story.turns:
+            steps += [{"intent": intent}, {"action": name}]
+        story_documents.append({"story": story.name, "steps": steps})
+        written.append(story.candidate_id)
+
+    nlu = {
+        "version": RASA_DATA_VERSION,
+        "nlu": [
+            {"intent": intent, "examples": "".join(f"- {text}\n" for text in texts)}
+            for intent, texts in sorted(by_intent.items())
+        ],
+    }
+    domain: dict[str, Any] = {"version": RASA_DATA_VERSION}
+    if new_intents:
+        domain["intents"] = sorted(new_intents)
+    if new_responses:
+        domain["responses"] = dict(sorted(new_responses.items()))
+    return Export(
+        nlu=nlu,
+        stories={"version": RASA_DATA_VERSION, "stories": story_documents},
+        domain=domain,
+        written=sorted(written),
+        skipped=skipped,
+    )
