@@ -6,7 +6,7 @@ lets the agents claim them round-robin, then every user sends --messages message
 per second while the agents answer each one. Latency is measured from send to receive, by
 message id; every message is checked (lost / duplicated).
 
-    .venv/bin/python benchmarks/relay_latency.py --conversations 40 --agents 4
+    .venv/bin/python -m benchmarks.relay_latency --conversations 40 --agents 4
 
 The load runs in this process; the server in another.
 """
@@ -18,6 +18,7 @@ import asyncio
 import contextlib
 import json
 import os
+import random
 import statistics
 import subprocess
 import sys
@@ -30,6 +31,9 @@ from pathlib import Path
 from typing import Any
 
 from websockets.client import connect
+from websockets.exceptions import ConnectionClosed
+
+from benchmarks.server_process import running_server
 
 ROOT = Path(__file__).resolve().parent.parent
 BIN = Path(sys.executable).parent
@@ -48,37 +52,6 @@ def summary(values: list[float]) -> dict[str, float]:
         "p99_ms": percentile(values, 0.99),
         "max_ms": max(values),
     }
-
-
-def start_server(workdir: Path, port: int, model: Path) -> subprocess.Popen[bytes]:
-    env = {
-        **os.environ,
-        "HANDOFF_DATABASE_URL": f"sqlite:///{workdir / 'bench.db'}",
-        "HANDOFF_LOG_LEVEL": "WARNING",
-        "HANDOFF_USER_RATE_BURST": "1000",
-        "HANDOFF_AGENT_RATE_PER_SECOND": "1000",
-        "HANDOFF_AGENT_RATE_BURST": "1000",
-    }
-    with (workdir / "server.log").open("wb") as log:
-        return subprocess.Popen(
-            [str(BIN / "handoff"), "serve", "--port", str(port), "--model", str(model)],
-            env=env,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-        )
-
-
-def wait_ready(base: str, timeout: float = 300) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        try:
-            with urllib.request.urlopen(f"{base}/health", timeout=2) as response:
-                if response.status == 200:
-                    return
-        except OSError:
-            pass
-        time.sleep(0.5)
-    raise RuntimeError("server did not become ready")
 
 
 def login(base: str, username: str) -> str:
@@ -152,6 +125,14 @@ async def run(args: argparse.Namespace, base: str, ws_base: str) -> dict[str, An
     done = asyncio.Event()
 
     async def agent_reader(ws: Any) -> None:
+        with contextlib.suppress(ConnectionClosed):
+            await _agent_reader(ws)
+
+    async def user_reader(ws: Any) -> None:
+        with contextlib.suppress(ConnectionClosed):
+            await _user_reader(ws)
+
+    async def _agent_reader(ws: Any) -> None:
         while True:
             frame = json.loads(await ws.recv())
             if frame.get("type") != "user_message":
@@ -173,7 +154,7 @@ async def run(args: argparse.Namespace, base: str, ws_base: str) -> dict[str, An
                     )
                 )
 
-    async def user_reader(ws: Any) -> None:
+    async def _user_reader(ws: Any) -> None:
         while True:
             frame = json.loads(await ws.recv())
             if frame.get("type") != "agent":
@@ -184,7 +165,8 @@ async def run(args: argparse.Namespace, base: str, ws_base: str) -> dict[str, An
                 if len(to_user) >= expected:
                     done.set()
 
-    async def user_writer(conversation_id: str, ws: Any) -> None:
+    async def user_writer(conversation_id: str, ws: Any, offset: float) -> None:
+        await asyncio.sleep(offset)  # users are not synchronised: spread their send times
         for number in range(args.messages):
             token = f"{conversation_id[:8]}-{number}"
             sent_at[token] = time.perf_counter()
@@ -194,7 +176,10 @@ async def run(args: argparse.Namespace, base: str, ws_base: str) -> dict[str, An
     readers = [asyncio.create_task(agent_reader(ws)) for ws in agents]
     readers += [asyncio.create_task(user_reader(ws)) for _, ws in users]
     started = time.perf_counter()
-    await asyncio.gather(*(user_writer(cid, ws) for cid, ws in users))
+    spread = random.Random(42)
+    await asyncio.gather(
+        *(user_writer(cid, ws, spread.uniform(0, 1.0 / args.rate)) for cid, ws in users)
+    )
     with contextlib.suppress(asyncio.TimeoutError):
         await asyncio.wait_for(done.wait(), timeout=60)
     wall = time.perf_counter() - started
@@ -250,15 +235,14 @@ def main() -> int:
             check=True,
             capture_output=True,
         )
-    base, ws_base = f"http://127.0.0.1:{args.port}", f"ws://127.0.0.1:{args.port}"
-    print(f"Starting a server on port {args.port} (model load takes about half a minute)...")
-    server = start_server(workdir, args.port, args.model)
-    try:
-        wait_ready(base)
-        results = asyncio.run(run(args, base, ws_base))
-    finally:
-        server.terminate()
-        server.wait(timeout=30)
+    server_env = {
+        "HANDOFF_DATABASE_URL": env["HANDOFF_DATABASE_URL"],
+        "HANDOFF_USER_RATE_BURST": "1000",
+        "HANDOFF_AGENT_RATE_PER_SECOND": "1000",
+        "HANDOFF_AGENT_RATE_BURST": "1000",
+    }
+    with running_server(args.port, args.model, server_env) as (base, _):
+        results = asyncio.run(run(args, base, base.replace("http://", "ws://")))
     print(f"{'direction':<14} {'messages':>9} {'median ms':>10} {'p99 ms':>8} {'max ms':>8}")
     for name in ("user_to_agent", "agent_to_user"):
         row = results[name]

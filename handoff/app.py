@@ -24,6 +24,8 @@ logger = logging.getLogger(__name__)
 
 APP_NAME = "handoff"
 EVENT_TRIM_INTERVAL_S = 600.0
+SHUTDOWN_DRAIN_SECONDS = 10.0
+"""How long a stopping server waits for queued Rasa tracker updates."""
 
 
 def handoff_policy(settings: Settings) -> HandoffPolicy:
@@ -79,6 +81,7 @@ def create_app(settings: Settings) -> Sanic:
 
     @app.before_server_stop
     async def close_storage(app: Sanic, _loop: asyncio.AbstractEventLoop) -> None:
+        await app.ctx.service.drain(timeout=SHUTDOWN_DRAIN_SECONDS)
         for task in app.ctx.background:
             task.cancel()
         await asyncio.gather(*app.ctx.background, return_exceptions=True)

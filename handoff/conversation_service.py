@@ -15,7 +15,7 @@ import logging
 import re
 import time
 import weakref
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -122,6 +122,52 @@ class ConversationService:
         self.presence = presence
         # One lock per conversation with work in flight; unused locks are garbage-collected.
         self._locks: weakref.WeakValueDictionary[str, asyncio.Lock] = weakref.WeakValueDictionary()
+        # The last queued Rasa tracker update of each conversation (see _in_tracker_order).
+        self._tracker_tail: dict[str, asyncio.Task[None]] = {}
+
+    def _in_tracker_order(
+        self, conversation_id: str, job: Callable[[], Awaitable[None]]
+    ) -> asyncio.Task[None]:
+        """Run ``job`` (Rasa tracker work: NLU, pause/resume, agent utterances) after the ones
+        queued before it for this conversation, off the relay path."""
+        previous = self._tracker_tail.get(conversation_id)
+
+        async def run() -> None:
+            if previous is not None:
+                await asyncio.wait([previous])
+            try:
+                await job()
+            except Exception:
+                logger.exception("Rasa tracker update of %s failed", conversation_id)
+
+        task = asyncio.create_task(run())
+        self._tracker_tail[conversation_id] = task
+
+        def forget(done: asyncio.Task[None]) -> None:
+            if self._tracker_tail.get(conversation_id) is done:
+                del self._tracker_tail[conversation_id]
+
+        task.add_done_callback(forget)
+        return task
+
+    def _append_to_tracker(self, conversation_id: str, events: list[Any]) -> None:
+        async def append() -> None:
+            assistant = await self.assistant.get()
+            await assistant.append_to_tracker(conversation_id, events)
+
+        self._in_tracker_order(conversation_id, append)
+
+    async def tracker_caught_up(self, conversation_id: str) -> None:
+        """Wait until the Rasa tracker holds everything queued for this conversation."""
+        tail = self._tracker_tail.get(conversation_id)
+        if tail is not None:
+            await asyncio.wait([tail])
+
+    async def drain(self, timeout: float) -> None:
+        """Wait (up to ``timeout`` s) for all queued tracker work, e.g. before shutting down."""
+        tails = list(self._tracker_tail.values())
+        if tails:
+            await asyncio.wait(tails, timeout=timeout)
 
     def _lock(self, conversation_id: str) -> asyncio.Lock:
         """Serialises everything that happens to one conversation in this process."""
@@ -173,6 +219,7 @@ class ConversationService:
     ) -> None:
         assistant = await self.assistant.get()
         conversation = stored.conversation
+        await self.tracker_caught_up(conversation.id)  # e.g. a resume after a hand-back
         parse_data = await assistant.parse(message.text)
         decision = decide(parse_data, self.policy, stored.fallback_streak)
         ranking = _ranking(parse_data)
@@ -239,16 +286,31 @@ class ConversationService:
                 ]
             )
             await self._publish(events)
-        # NLU after the relay: the agent already has the text.
+        # NLU after the relay (the agent already has the text), in tracker order.
+        self._in_tracker_order(
+            conversation.id,
+            lambda: self._log_paused_message(
+                conversation.id, agent_id, message, client_id, channel
+            ),
+        )
+
+    async def _log_paused_message(
+        self,
+        conversation_id: str,
+        agent_id: int | None,
+        message: Message,
+        client_id: str,
+        channel: str,
+    ) -> None:
         assistant = await self.assistant.get()
         parse_data = await assistant.log_without_answer(
-            conversation.id, message.text, input_channel=channel, message_id=client_id
+            conversation_id, message.text, input_channel=channel, message_id=client_id
         )
         ranking = _ranking(parse_data)
         intents_events = (
             [
                 _agent_event(
-                    agent_id, "intents", conversation.id, message_id=message.id, ranking=ranking
+                    agent_id, "intents", conversation_id, message_id=message.id, ranking=ranking
                 )
             ]
             if agent_id is not None
@@ -284,8 +346,7 @@ class ConversationService:
                 queued, _ = transition(stored.conversation, HandoffRequested(reason))
             except IllegalTransition as error:
                 raise ActionError("illegal_transition", str(error)) from None
-            assistant = await self.assistant.get()
-            await assistant.append_to_tracker(conversation_id, [ConversationPaused()])
+            self._append_to_tracker(conversation_id, [ConversationPaused()])
             user_events = [
                 _user_event(conversation_id, "handoff", status="queued", reason=reason.value)
             ]
@@ -375,11 +436,10 @@ class ConversationService:
                     stored.conversation,
                     handoff_update={"first_agent_reply_at": time.time()},
                 )
-            assistant = await self.assistant.get()
             metadata = {"agent_id": agent.id, "agent_name": agent.display_name}
             if response_name:
                 metadata["response_name"] = response_name
-            await assistant.append_to_tracker(
+            self._append_to_tracker(
                 conversation_id, [BotUttered(text, metadata={"handoff": metadata})]
             )
             return True
@@ -460,8 +520,7 @@ class ConversationService:
     ) -> None:
         async with self._lock(conversation_id):
             stored, after = await self._apply(agent, conversation_id, command)
-            assistant = await self.assistant.get()
-            await assistant.append_to_tracker(conversation_id, [ConversationResumed()])
+            self._append_to_tracker(conversation_id, [ConversationResumed()])
             _, events = await self.store.save_conversation(
                 stored,
                 after.conversation,

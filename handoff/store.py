@@ -15,6 +15,7 @@ from typing import Any
 
 import sqlalchemy as sa
 from sqlalchemy.engine import make_url
+from sqlalchemy.pool import AsyncAdaptedQueuePool
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
 
 from handoff import schema
@@ -127,7 +128,16 @@ class Store:
         """Connect (the schema must be migrated already: see :mod:`handoff.migrate`)."""
         url = async_url(database_url)
         if url.startswith("sqlite"):
-            engine = create_async_engine(url, connect_args={"timeout": SQLITE_BUSY_TIMEOUT_S})
+            # One connection: SQLite has one writer at a time anyway, and several connections
+            # of ours would wait on each other in SQLite's busy handler (tens of ms each).
+            engine = create_async_engine(
+                url,
+                connect_args={"timeout": SQLITE_BUSY_TIMEOUT_S},
+                poolclass=AsyncAdaptedQueuePool,
+                pool_size=1,
+                max_overflow=0,
+                pool_timeout=SQLITE_BUSY_TIMEOUT_S,
+            )
 
             @sa.event.listens_for(engine.sync_engine, "connect")
             def _pragmas(dbapi_connection: Any, _record: Any) -> None:

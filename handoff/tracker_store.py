@@ -37,7 +37,14 @@ def create_engine(database_url: str) -> Engine:
 
     if url.database and url.database != ":memory:":
         Path(url.database).parent.mkdir(parents=True, exist_ok=True)
-    engine = sa.create_engine(url, connect_args={"check_same_thread": False})
+    # One connection shared in turn by the worker threads: see handoff.store for why.
+    engine = sa.create_engine(
+        url,
+        connect_args={"check_same_thread": False},
+        poolclass=sa.pool.QueuePool,
+        pool_size=1,
+        max_overflow=0,
+    )
 
     @sa.event.listens_for(engine, "connect")
     def _configure_sqlite(dbapi_connection: Any, _record: Any) -> None:
