@@ -117,6 +117,10 @@ def _serve(args: argparse.Namespace) -> int:
     logging.basicConfig(
         level=settings.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
+    from rasa.utils.log_utils import configure_structlog
+
+    # Rasa's structured logs print at DEBUG unless configured; keep them at our level.
+    configure_structlog(logging.getLevelName(settings.log_level))
 
     from handoff.assistant import ModelNotFoundError, resolve_model_path
 
