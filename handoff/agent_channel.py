@@ -18,6 +18,7 @@ from sanic.server.websockets.impl import WebsocketImplProtocol
 from handoff import auth
 from handoff.assistant import AssistantHolder
 from handoff.conversation_service import ActionError, ConversationService
+from handoff.hub import ephemeral_event
 from handoff.live import LiveConnection, RateLimiter, resume_from, serve_frames
 from handoff.presence import Presence
 from handoff.protocol import (
@@ -278,11 +279,9 @@ async def agent_socket(request: Request, ws: WebsocketImplProtocol) -> None:
 
 
 def _broadcast_presence(request: Request) -> None:
-    from handoff.store import Event
-
     frame = _presence_frame(request.app.ctx.presence)
     request.app.ctx.hub.publish(
-        [Event(0, "agents", None, None, "presence", {"agents": frame["agents"]}, 0.0)]
+        [ephemeral_event("agents", "presence", None, None, agents=frame["agents"])]
     )
 
 

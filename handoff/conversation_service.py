@@ -22,7 +22,7 @@ from typing import Any
 from rasa.shared.core.events import BotUttered, ConversationPaused, ConversationResumed
 
 from handoff.assistant import AssistantHolder
-from handoff.hub import Hub
+from handoff.hub import Hub, ephemeral_event
 from handoff.presence import Presence
 from handoff.routing import (
     AgentClaimed,
@@ -327,7 +327,7 @@ class ConversationService:
         if stored.conversation.state is State.ASSIGNED and agent_id:
             self.hub.publish(
                 [
-                    _ephemeral(
+                    ephemeral_event(
                         "agents",
                         "typing",
                         int(agent_id),
@@ -429,13 +429,8 @@ class ConversationService:
             if not created:
                 return False
             await self._publish(events)
-            handoff = await self.store.handoff(stored.handoff_id) if stored.handoff_id else None
-            if handoff and handoff["first_agent_reply_at"] is None:
-                await self.store.save_conversation(
-                    stored,
-                    stored.conversation,
-                    handoff_update={"first_agent_reply_at": time.time()},
-                )
+            if stored.handoff_id is not None:
+                await self.store.mark_first_agent_reply(stored.handoff_id, time.time())
             metadata = {"agent_id": agent.id, "agent_name": agent.display_name}
             if response_name:
                 metadata["response_name"] = response_name
@@ -542,7 +537,7 @@ class ConversationService:
                 "not_assigned", f"conversation {conversation_id} is not assigned to you"
             )
         self.hub.publish(
-            [_ephemeral("user", "typing", None, conversation_id, who="agent", typing=typing)]
+            [ephemeral_event("user", "typing", None, conversation_id, who="agent", typing=typing)]
         )
 
     # Views ---------------------------------------------------------------------------------
@@ -564,24 +559,19 @@ class ConversationService:
         }
 
     async def queue_snapshot(self) -> list[dict[str, Any]]:
-        items = []
-        for position, queued in enumerate(await self.store.queued_conversations(), start=1):
-            messages = [
-                m for m in await self.store.messages(queued.conversation.id) if m.sender == "user"
-            ]
-            last = messages[-1] if messages else None
-            handoff = await self.store.handoff(queued.handoff_id) if queued.handoff_id else None
-            items.append(
-                {
-                    "conversation_id": queued.conversation.id,
-                    "position": position,
-                    "reason": queued.conversation.handoff_reason,
-                    "queued_at": handoff["queued_at"] if handoff else queued.updated_at,
-                    "last_message": last.text if last else None,
-                    "intents": (last.intent_ranking or [])[:3] if last else [],
-                }
-            )
-        return items
+        return [
+            {
+                "conversation_id": item.conversation_id,
+                "position": position,
+                "reason": item.reason,
+                "queued_at": item.queued_at,
+                "last_message": item.last_message.text if item.last_message else None,
+                "intents": (item.last_message.intent_ranking or [])[:3]
+                if item.last_message
+                else [],
+            }
+            for position, item in enumerate(await self.store.queue(), start=1)
+        ]
 
     async def _queue_changed(self) -> None:
         """Tell agents the new queue and each waiting user their place in it."""
@@ -615,19 +605,4 @@ def _message_view(message: Message) -> dict[str, Any]:
 def _stored_like(stored: StoredConversation, conversation: Any) -> StoredConversation:
     return StoredConversation(
         conversation, stored.version, stored.handoff_id, stored.fallback_streak, stored.updated_at
-    )
-
-
-def _ephemeral(
-    audience: str, type_: str, agent_id: int | None, conversation_id: str, **payload: Any
-) -> Event:
-    """An event that is delivered live but not stored (id 0: no cursor, no replay)."""
-    return Event(
-        id=0,
-        audience=audience,
-        conversation_id=conversation_id,
-        agent_id=agent_id,
-        type=type_,
-        payload={**payload, "conversation_id": conversation_id},
-        created_at=time.time(),
     )

@@ -9,13 +9,28 @@ that matters. A Redis-backed hub with the same interface lets several processes 
 from __future__ import annotations
 
 import asyncio
+import time
 from collections import defaultdict
 from collections.abc import Iterable
+from typing import Any
 
 from handoff.store import Event
 
 SUBSCRIBER_QUEUE_LIMIT = 10_000
 """Events buffered for one slow connection before it is told to resync."""
+
+
+def ephemeral_event(
+    audience: str,
+    type_: str,
+    agent_id: int | None,
+    conversation_id: str | None,
+    **payload: Any,
+) -> Event:
+    """An event delivered live but never stored (id 0: no cursor, no replay), e.g. typing."""
+    if conversation_id is not None:
+        payload["conversation_id"] = conversation_id
+    return Event(0, audience, conversation_id, agent_id, type_, payload, time.time())
 
 
 def topics_of(event: Event) -> list[str]:

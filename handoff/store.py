@@ -77,6 +77,15 @@ class Message:
 
 
 @dataclass(frozen=True)
+class QueuedConversation:
+    conversation_id: str
+    reason: str | None
+    queued_at: float
+    last_message: Message | None
+    """The last thing the user said, with its intent ranking."""
+
+
+@dataclass(frozen=True)
 class Event:
     id: int
     audience: str
@@ -251,9 +260,6 @@ class Store:
         """The conversation's routing state (a new conversation is in state BOT)."""
         async with self.engine.connect() as db:
             return await _load_conversation(db, conversation_id)
-
-    async def queued_conversations(self) -> list[StoredConversation]:
-        return await self._conversations_where(schema.conversations.c.state == State.QUEUED.value)
 
     async def assigned_conversations(self, agent_id: int) -> list[StoredConversation]:
         return await self._conversations_where(
@@ -485,12 +491,48 @@ class Store:
             rows = await db.execute(query)
         return {row.message_id: row.intent for row in rows}
 
-    async def handoff(self, handoff_id: int) -> dict[str, Any] | None:
+    async def mark_first_agent_reply(self, handoff_id: int, at: float) -> None:
+        """Record the time of a handoff's first agent reply (later calls change nothing)."""
+        async with self.engine.begin() as db:
+            await db.execute(
+                schema.handoffs.update()
+                .where(
+                    schema.handoffs.c.id == handoff_id,
+                    schema.handoffs.c.first_agent_reply_at.is_(None),
+                )
+                .values(first_agent_reply_at=at)
+            )
+
+    async def queue(self) -> list[QueuedConversation]:
+        """Queued conversations, oldest first, each with its last user message (two queries)."""
+        c, h, m = schema.conversations, schema.handoffs, schema.messages
+        queued_query = (
+            sa.select(c.c.id, c.c.handoff_reason, c.c.updated_at, h.c.queued_at)
+            .select_from(c.outerjoin(h, h.c.id == c.c.handoff_id))
+            .where(c.c.state == State.QUEUED.value)
+            .order_by(c.c.updated_at)
+        )
         async with self.engine.connect() as db:
-            row = (
-                await db.execute(schema.handoffs.select().where(schema.handoffs.c.id == handoff_id))
-            ).first()
-        return dict(row._mapping) if row else None
+            queued = (await db.execute(queued_query)).all()
+            ids = [row.id for row in queued]
+            last_ids = (
+                sa.select(sa.func.max(m.c.id))
+                .where(m.c.conversation_id.in_(ids), m.c.sender == "user")
+                .group_by(m.c.conversation_id)
+            )
+            last = {
+                row.conversation_id: row
+                for row in await db.execute(sa.select(m).where(m.c.id.in_(last_ids)))
+            }
+        return [
+            QueuedConversation(
+                conversation_id=row.id,
+                reason=row.handoff_reason,
+                queued_at=row.queued_at if row.queued_at is not None else row.updated_at,
+                last_message=_message(last[row.id]) if row.id in last else None,
+            )
+            for row in queued
+        ]
 
     async def append_events(self, events: Sequence[NewEvent]) -> list[Event]:
         now = time.time()
