@@ -88,6 +88,7 @@ function start(agent) {
   $("console").hidden = false;
   $("me").textContent = `${agent.display_name} (${agent.role})`;
   $("manage-agents").hidden = agent.role !== "maintainer";
+  $("open-review").hidden = agent.role !== "maintainer";
   connect();
 }
 
@@ -127,6 +128,15 @@ function handle(frame) {
         if (!frame.assigned.includes(id)) dropConversation(id);
       }
       renderQueue();
+      if (location.hash.startsWith("#conversation=")) {
+        openConversation(decodeURIComponent(location.hash.slice("#conversation=".length)));
+      }
+      break;
+    case "model":
+      state.intents = frame.intents;
+      state.responses = frame.responses;
+      $("model").textContent = `model ${frame.model}`;
+      toast(`The assistant now answers with model ${frame.model}.`);
       break;
     case "resync":
       state.lastEventId = null;
@@ -474,6 +484,144 @@ $("add-agent").addEventListener("submit", async (event) => {
   } catch (error) {
     $("add-agent-error").textContent = error.message;
   }
+});
+
+// ---- batch verification (agents and maintainers) ----------------------------------------
+
+async function renderVerify() {
+  const data = await api("GET", "/api/verifications");
+  const body = $("verify-table");
+  body.replaceChildren();
+  for (const item of data.verifications) {
+    const row = el("tr");
+    row.dataset.id = item.id;
+    row.dataset.predicted = item.predicted_intent;
+    row.appendChild(el("td", null, item.text));
+    row.appendChild(el("td", null, `${item.predicted_intent} (${Math.round(item.confidence * 100)}%)`));
+    row.appendChild(el("td", null, item.reason));
+    const choice = el("select");
+    choice.setAttribute("aria-label", "Right intent");
+    for (const [value, label] of [["", "— leave for later —"], [item.predicted_intent, `✓ ${item.predicted_intent}`], ["dismiss", "✗ not a usable example"]]) {
+      const option = el("option", null, label);
+      option.value = value;
+      choice.appendChild(option);
+    }
+    for (const intent of state.intents.filter((i) => i !== item.predicted_intent)) {
+      const option = el("option", null, intent);
+      option.value = intent;
+      choice.appendChild(option);
+    }
+    const cell = el("td");
+    cell.appendChild(choice);
+    row.appendChild(cell);
+    body.appendChild(row);
+  }
+  if (!data.verifications.length) body.appendChild(el("tr", null, "Nothing to verify."));
+}
+
+$("open-verify").addEventListener("click", () => { $("verify-panel").hidden = false; renderVerify().catch((e) => toast(e.message)); });
+$("close-verify").addEventListener("click", () => { $("verify-panel").hidden = true; });
+$("verify-submit").addEventListener("click", async () => {
+  const decisions = [];
+  for (const row of $("verify-table").querySelectorAll("tr[data-id]")) {
+    const value = row.querySelector("select").value;
+    if (!value) continue;
+    const id = Number(row.dataset.id);
+    if (value === "dismiss") decisions.push({ id, action: "dismiss" });
+    else if (value === row.dataset.predicted) decisions.push({ id, action: "confirm" });
+    else decisions.push({ id, action: "correct", intent: value });
+  }
+  if (!decisions.length) return;
+  try {
+    const result = await api("POST", "/api/verifications", { decisions });
+    toast(`${decisions.length} verified; ${result.candidates.length} new training example(s) for review.`);
+  } catch (error) {
+    toast(error.message);
+  }
+  renderVerify().catch((e) => toast(e.message));
+});
+
+// ---- maintainers: review ---------------------------------------------------------------
+
+function reviewFlags(item) {
+  const flags = [];
+  if (item.conflicts.length) flags.push(`conflict: ${item.conflicts.join(", ")}`);
+  if (item.low_value) flags.push("low value: the bot already knows this");
+  if (item.in_training_data) flags.push("already in training data");
+  if (item.duplicates.length) flags.push(`+${item.duplicates.length} near-duplicate(s)`);
+  return flags;
+}
+
+function reviewRow(item, label) {
+  const row = el("div", "review-item");
+  row.appendChild(el("span", null, label));
+  const flags = reviewFlags(item);
+  if (flags.length) row.appendChild(el("span", "badge", flags.join("; ")));
+  if (item.conversation_id) {
+    const link = el("a", null, "conversation");
+    link.href = `#conversation=${encodeURIComponent(item.conversation_id)}`;
+    link.addEventListener("click", () => openConversation(item.conversation_id));
+    row.appendChild(link);
+  }
+  for (const action of ["approve", "reject"]) {
+    const button = el("button", null, action === "approve" ? "Approve" : "Reject");
+    button.type = "button";
+    button.addEventListener("click", () => decide([{ id: item.id, action }]));
+    row.appendChild(button);
+  }
+  if (item.kind === "example") {
+    const edit = el("button", null, "Edit");
+    edit.type = "button";
+    edit.addEventListener("click", () => {
+      const text = prompt("Example text", item.text);
+      if (text === null) return;
+      const intent = prompt("Intent", item.intent);
+      if (intent === null) return;
+      decide([{ id: item.id, action: "edit", text, intent }]);
+    });
+    row.appendChild(edit);
+  }
+  return row;
+}
+
+async function renderReview() {
+  const data = await api("GET", "/api/review");
+  state.review = data;
+  const list = $("review-list");
+  list.replaceChildren();
+  for (const group of data.groups) {
+    const section = el("section", "review-group");
+    section.appendChild(el("h3", null, group.new_intent ? `${group.intent} (new intent)` : group.intent));
+    for (const item of group.responses) section.appendChild(reviewRow(item, `response: ${item.text}`));
+    for (const item of group.examples) section.appendChild(reviewRow(item, item.text));
+    list.appendChild(section);
+  }
+  if (data.stories.length) {
+    const section = el("section", "review-group");
+    section.appendChild(el("h3", null, "stories"));
+    for (const item of data.stories) {
+      section.appendChild(reviewRow(item, item.turns.map(([intent, response]) => `${intent} → ${response}`).join(", ")));
+    }
+    list.appendChild(section);
+  }
+  if (!data.groups.length && !data.stories.length) list.appendChild(el("p", "muted", "Nothing to review."));
+}
+
+async function decide(decisions) {
+  try {
+    await api("POST", "/api/review", { decisions });
+  } catch (error) {
+    toast(error.message);
+  }
+  renderReview().catch((e) => toast(e.message));
+}
+
+$("open-review").addEventListener("click", () => { $("review-panel").hidden = false; renderReview().catch((e) => toast(e.message)); });
+$("close-review").addEventListener("click", () => { $("review-panel").hidden = true; });
+$("review-approve-clean").addEventListener("click", () => {
+  const items = [...(state.review?.groups || []).flatMap((g) => [...g.examples, ...g.responses]), ...(state.review?.stories || [])];
+  const clean = items.filter((item) => !reviewFlags(item).some((f) => !f.startsWith("+")));
+  if (clean.length) decide(clean.map((item) => ({ id: item.id, action: "approve" })));
 });
 
 // ---- start -------------------------------------------------------------------------------

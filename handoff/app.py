@@ -5,20 +5,23 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from pathlib import Path
 
 from sanic import Sanic
 
-from handoff import agent_channel, rest_channel, user_channel, web
+from handoff import agent_channel, learning_api, rest_channel, user_channel, web
 from handoff.assistant import Assistant, AssistantHolder
 from handoff.conversation_service import ConversationService
-from handoff.hub import Hub
+from handoff.hub import Hub, ephemeral_event
+from handoff.learning import live_model_file
+from handoff.learning_store import LearningStore
 from handoff.migrate import upgrade
 from handoff.presence import Presence
 from handoff.protocol import MAX_REST_BODY_BYTES, WEBSOCKET_MAX_SIZE
 from handoff.rasa_http_api import set_rasa_api_agent
 from handoff.settings import Settings
 from handoff.store import Store
-from handoff.triggers import HandoffPolicy
+from handoff.triggers import HandoffPolicy, top_intent
 
 logger = logging.getLogger(__name__)
 
@@ -26,6 +29,8 @@ APP_NAME = "handoff"
 EVENT_TRIM_INTERVAL_S = 600.0
 SHUTDOWN_DRAIN_SECONDS = 10.0
 """How long a stopping server waits for queued Rasa tracker updates."""
+RETIRED_MODEL_GRACE_SECONDS = 60.0
+"""How long a swapped-out model keeps its database connection for messages it still answers."""
 
 
 def handoff_policy(settings: Settings) -> HandoffPolicy:
@@ -54,6 +59,7 @@ def create_app(settings: Settings) -> Sanic:
     app.blueprint(user_channel.blueprint)
     app.blueprint(rest_channel.blueprint)
     app.blueprint(agent_channel.blueprint)
+    app.blueprint(learning_api.blueprint)
     if settings.rasa_api_token:
         from handoff.rasa_http_api import mount_rasa_http_api
 
@@ -64,18 +70,21 @@ def create_app(settings: Settings) -> Sanic:
     async def open_storage(app: Sanic, _loop: asyncio.AbstractEventLoop) -> None:
         await asyncio.to_thread(upgrade, settings.database_url)
         app.ctx.store = await Store.open(settings.database_url)
+        app.ctx.learning = LearningStore(app.ctx.store.engine)
         app.ctx.service = ConversationService(
             app.ctx.store,
             app.ctx.hub,
             app.ctx.assistant,
             handoff_policy(settings),
             app.ctx.presence,
+            app.ctx.learning,
+            settings.verification_band,
         )
 
     @app.after_server_start
     async def start_background_work(app: Sanic, _loop: asyncio.AbstractEventLoop) -> None:
         app.ctx.background = [
-            asyncio.create_task(_load_assistant(app, settings)),
+            asyncio.create_task(_load_and_watch(app, settings)),
             asyncio.create_task(_trim_events(app.ctx.store, settings.event_retention_hours)),
         ]
 
@@ -101,12 +110,13 @@ async def _trim_events(store: Store, retention_hours: float) -> None:
         await asyncio.sleep(EVENT_TRIM_INTERVAL_S)
 
 
-async def _load_assistant(app: Sanic, settings: Settings) -> None:
+async def _load_and_watch(app: Sanic, settings: Settings) -> None:
+    """Load the promoted model (or the newest one), then swap to each newly promoted model."""
     holder: AssistantHolder = app.ctx.assistant
+    learning: LearningStore = app.ctx.learning
     try:
-        assistant = await Assistant.load(
-            settings.model_path, settings.database_url, settings.fallback_threshold
-        )
+        model = await live_model_file(settings, learning) or settings.model_path
+        assistant = await Assistant.load(model, settings.database_url, settings.fallback_threshold)
     except Exception as error:
         logger.exception("Could not load the model from %s", settings.model_path)
         holder.fail(f"{type(error).__name__}: {error}")
@@ -122,3 +132,72 @@ async def _load_assistant(app: Sanic, settings: Settings) -> None:
         f"  health:         {base}/health\n",
         flush=True,
     )
+
+    if settings.model_poll_seconds <= 0 or not settings.model_path.is_dir():
+        return
+    failed: str | None = None
+    while True:
+        await asyncio.sleep(settings.model_poll_seconds)
+        promoted = None
+        try:
+            promoted = await live_model_file(settings, learning)
+            current = holder.current
+            if promoted is None or current is None or promoted.name in (current.info.name, failed):
+                continue
+            await _swap(app, settings, current, promoted)
+            failed = None
+        except asyncio.CancelledError:
+            raise
+        except Exception:
+            logger.exception("Could not swap to the promoted model; keeping the current one")
+            failed = promoted.name if promoted else None
+
+
+async def _swap(app: Sanic, settings: Settings, current: Assistant, model_file: Path) -> None:
+    """Load ``model_file`` next to the serving model, then serve it. Messages being answered
+    finish on the old model; the next ones go to the new one. Nothing is refused meanwhile."""
+    logger.info("Model %s was promoted; loading it next to %s", model_file.name, current.info.name)
+    new = await Assistant.load(
+        model_file, settings.database_url, settings.fallback_threshold, shared_with=current
+    )
+    await new.parse("hello")  # the first prediction builds TensorFlow functions: not on a user
+    holder: AssistantHolder = app.ctx.assistant
+    holder.set(new)
+    set_rasa_api_agent(app, new.agent)
+    app.ctx.hub.publish(
+        [
+            ephemeral_event(
+                "agents",
+                "model",
+                None,
+                None,
+                model=new.info.name,
+                intents=sorted(new.intent_names()),
+                responses=new.responses(),
+            )
+        ]
+    )
+    logger.info("Now serving model %s (was %s)", new.info.name, current.info.name)
+    print(f"Hot swap: now serving model {new.info.name} (was {current.info.name})", flush=True)
+
+    async def retire() -> None:
+        await asyncio.sleep(RETIRED_MODEL_GRACE_SECONDS)
+        await current.close()
+
+    app.ctx.background += [
+        asyncio.create_task(retire()),
+        asyncio.create_task(_rescore_pending(app.ctx.learning, new)),
+    ]
+
+
+async def _rescore_pending(learning: LearningStore, assistant: Assistant) -> None:
+    """Re-predict pending example candidates with the new live model (for low-value flags)."""
+    try:
+        scores = {}
+        for candidate in await learning.candidates(["pending", "approved"]):
+            if candidate.kind == "example" and candidate.text:
+                parsed = await assistant.parse(candidate.text)
+                scores[candidate.id] = top_intent(parsed)
+        await learning.rescore(scores)
+    except Exception:
+        logger.exception("Could not re-score pending candidates with the new model")

@@ -65,14 +65,26 @@ class Assistant:
 
     @classmethod
     async def load(
-        cls, model_path: Path, database_url: str, fallback_threshold: float | None = None
+        cls,
+        model_path: Path,
+        database_url: str,
+        fallback_threshold: float | None = None,
+        shared_with: Assistant | None = None,
     ) -> Assistant:
         """Load the model at ``model_path`` (file or folder) with its tracker store on
-        ``database_url``. Raises :class:`ModelNotFoundError` when there is no model."""
+        ``database_url``. Raises :class:`ModelNotFoundError` when there is no model.
+
+        ``shared_with``: the assistant this one replaces; the new one shares its lock store, so
+        a conversation's messages stay serialised across a model swap."""
         started = time.perf_counter()
         model_file = resolve_model_path(model_path)
+        # A tracker store of its own: Rasa sets the store's domain while loading, which must
+        # not change under the assistant still serving.
         store = await asyncio.to_thread(ThreadedSQLTrackerStore, database_url)
-        agent = await asyncio.to_thread(Agent.load, str(model_file), tracker_store=store)
+        lock_store = shared_with.agent.lock_store if shared_with is not None else None
+        agent = await asyncio.to_thread(
+            Agent.load, str(model_file), tracker_store=store, lock_store=lock_store
+        )
         assert agent.processor is not None  # Agent.load always builds a processor
         # Agent wraps any store in FailSafeTrackerStore, which silently swaps in an in-memory
         # store on database errors; we want such errors to surface instead.
@@ -87,6 +99,12 @@ class Assistant:
         )
         logger.info("Loaded model %s in %.1f s", info.name, info.load_seconds)
         return cls(agent, info)
+
+    async def close(self) -> None:
+        """Release the tracker store's database connection (after the last message)."""
+        store = self.agent.tracker_store
+        if isinstance(store, ThreadedSQLTrackerStore):
+            await asyncio.to_thread(store.engine.dispose)
 
     async def respond(
         self,
@@ -225,7 +243,10 @@ class AssistantHolder:
         return self._assistant
 
     def set(self, assistant: Assistant) -> None:
+        """Serve ``assistant`` from now on. Messages already being answered finish with the
+        assistant they started with."""
         self._assistant = assistant
+        self.load_error = None
         self._loaded.set()
 
     def fail(self, error: str) -> None:

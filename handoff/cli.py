@@ -1,4 +1,5 @@
-"""The ``handoff`` command: ``handoff serve`` runs the server, ``handoff train`` trains the bot."""
+"""The ``handoff`` command: ``serve`` runs the server; ``agents`` manages accounts; ``review``,
+``export``, ``train`` and ``report`` run the learning loop."""
 
 from __future__ import annotations
 
@@ -50,17 +51,82 @@ def _build_parser() -> argparse.ArgumentParser:
 
     train = commands.add_parser(
         "train",
-        help="train the assistant from bot/ and data/ if they changed since the last model",
-        description="Train the bundled assistant. A model whose training inputs (bot/, data/, "
-        "Rasa version) hash to the same value is reused instead of retrained.",
+        help="train, evaluate against the live model, and promote if not worse",
+        description="Train the assistant from bot/ and data/ (a model whose inputs hash the "
+        "same is reused), score it and the live model on the held-out test set "
+        "(HANDOFF_TEST_DATA), write the comparison report (Markdown and JSON) next to the "
+        "models, and promote the new model unless its accuracy or macro-F1 is worse by more "
+        "than HANDOFF_PROMOTION_MARGIN. Running servers switch to a promoted model by "
+        "themselves.",
     )
     train.add_argument(
         "--out",
         type=Path,
-        default=PROJECT_ROOT / "models",
-        help="folder for model archives (default models/)",
+        help="folder for model archives (default: HANDOFF_MODEL_PATH if a folder, else models/)",
     )
-    train.add_argument("--force", action="store_true", help="train even if a model is up to date")
+    train.add_argument("--retrain", action="store_true", help="train even if a model is up to date")
+    train.add_argument(
+        "--promote",
+        choices=("auto", "always", "never"),
+        default="auto",
+        help="auto: only if not worse than the live model (default); always: force; "
+        "never: evaluate and report only",
+    )
+
+    export = commands.add_parser(
+        "export",
+        help="write approved candidates into data/learned/ and bot/domain/learned.yml",
+        description="Write the approved training-data candidates into data/learned/ (NLU "
+        "examples, stories, rules) and bot/domain/learned.yml (new intents and responses). "
+        "Personal data is redacted, duplicates are dropped, and Rasa validates the result "
+        "before anything is written. Running it again writes nothing new.",
+    )
+    export.add_argument("--config", type=Path, help="TOML settings file (or HANDOFF_CONFIG)")
+
+    review = commands.add_parser(
+        "review",
+        help="list pending training-data candidates; approve, edit or reject them",
+        description="Without an action: list the pending candidates grouped by intent, with "
+        "flags (CONFLICT: the same text under another intent; LOW VALUE: the live model "
+        "already gets it right confidently; +N: near-duplicates collapsed into it). "
+        "Approving a collapsed item rejects its near-duplicates.",
+    )
+    review.add_argument("--config", type=Path, help="TOML settings file (or HANDOFF_CONFIG)")
+    review.add_argument(
+        "--as",
+        dest="reviewer",
+        required=False,
+        help="maintainer username recorded as reviewer (needed for actions)",
+    )
+    review_actions = review.add_subparsers(dest="review_action", metavar="ACTION")
+    for action, text in (("approve", "approve candidates"), ("reject", "reject candidates")):
+        sub = review_actions.add_parser(action, help=text)
+        sub.add_argument("ids", nargs="*", type=int, help="candidate ids")
+        sub.add_argument(
+            "--intent", help=f"{action} every pending candidate of this intent instead"
+        )
+        sub.add_argument(
+            "--clean",
+            action="store_true",
+            help=f"{action} every pending candidate without a conflict or low-value flag",
+        )
+    edit = review_actions.add_parser(
+        "edit", help="change a candidate's text or intent and approve it"
+    )
+    edit.add_argument("id", type=int)
+    edit.add_argument("--text")
+    edit.add_argument("--intent")
+
+    report = commands.add_parser(
+        "report",
+        help="handoff rate, fallback rate by intent, waiting times, labels, model scores",
+        description="Print the metrics that /metrics exposes for Prometheus, for people.",
+    )
+    report.add_argument("--config", type=Path, help="TOML settings file (or HANDOFF_CONFIG)")
+    report.add_argument(
+        "--days", type=float, default=7.0, help="look back this many days (default 7; 0: all)"
+    )
+    report.add_argument("--json", action="store_true", help="print JSON instead of a table")
 
     agents = commands.add_parser(
         "agents",
@@ -103,7 +169,17 @@ def main(argv: Sequence[str] | None = None) -> int:
         return _serve(args)
     if args.command == "agents":
         return _agents(args)
-    return _train(args)
+    if args.command in ("train", "export", "review", "report"):
+        return _learning_command(args)
+    raise AssertionError(args.command)
+
+
+def _configure_logging(level: str) -> None:
+    logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    from rasa.utils.log_utils import configure_structlog
+
+    # Rasa's structured logs print at DEBUG unless configured; keep them at our level.
+    configure_structlog(logging.getLevelName(level))
 
 
 def _serve(args: argparse.Namespace) -> int:
@@ -114,13 +190,7 @@ def _serve(args: argparse.Namespace) -> int:
     except SettingsError as error:
         print(f"handoff serve: {error}", file=sys.stderr)
         return 2
-    logging.basicConfig(
-        level=settings.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
-    )
-    from rasa.utils.log_utils import configure_structlog
-
-    # Rasa's structured logs print at DEBUG unless configured; keep them at our level.
-    configure_structlog(logging.getLevelName(settings.log_level))
+    _configure_logging(settings.log_level)
 
     from handoff.assistant import ModelNotFoundError, resolve_model_path
 
@@ -139,22 +209,6 @@ def _serve(args: argparse.Namespace) -> int:
     )
     app = create_app(settings)
     app.run(host=settings.host, port=settings.port, access_log=False, motd=False)
-    return 0
-
-
-def _train(args: argparse.Namespace) -> int:
-    from handoff.training import ensure_model
-
-    print("Checking whether the assistant needs training...", flush=True)
-    try:
-        trained = ensure_model(args.out, force=args.force)
-    except Exception as error:  # Rasa reports invalid data with many exception types
-        print(f"handoff train: training failed: {error}", file=sys.stderr)
-        return 1
-    if trained.reused:
-        print(f"Model is up to date: {trained.path} (training inputs unchanged)")
-    else:
-        print(f"Trained {trained.path} in {trained.seconds:.0f} s")
     return 0
 
 
@@ -212,6 +266,26 @@ def _agents(args: argparse.Namespace) -> int:
     except (auth.AccountError, ValueError) as error:
         print(f"handoff agents: {error}", file=sys.stderr)
         return 1
+
+
+def _learning_command(args: argparse.Namespace) -> int:
+    """``train``, ``export``, ``review`` and ``report``: they share the database."""
+    import asyncio
+
+    from handoff import learning_cli
+
+    name = f"handoff {args.command}"
+    try:
+        settings = load_settings(config_file=getattr(args, "config", None))
+    except SettingsError as error:
+        print(f"{name}: {error}", file=sys.stderr)
+        return 2
+    _configure_logging(settings.log_level if settings.log_level != "INFO" else "WARNING")
+    try:
+        return asyncio.run(learning_cli.run(args, settings))
+    except learning_cli.CommandError as error:
+        print(f"{name}: {error}", file=sys.stderr)
+        return error.exit_code
 
 
 if __name__ == "__main__":

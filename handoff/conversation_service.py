@@ -12,7 +12,6 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import logging
-import re
 import time
 import weakref
 from collections.abc import Awaitable, Callable, Sequence
@@ -22,8 +21,11 @@ from typing import Any
 from rasa.shared.core.events import BotUttered, ConversationPaused, ConversationResumed
 
 from handoff.assistant import AssistantHolder
+from handoff.candidates import handoff_candidates
 from handoff.hub import Hub, ephemeral_event
+from handoff.learning_store import LearningStore
 from handoff.presence import Presence
+from handoff.review import INTENT_NAME_PATTERN, INTENT_NAME_RULE
 from handoff.routing import (
     AgentClaimed,
     AgentReplied,
@@ -49,12 +51,11 @@ from handoff.store import (
     Store,
     StoredConversation,
 )
-from handoff.triggers import HandoffPolicy, decide
+from handoff.triggers import HandoffPolicy, decide, top_intent
 
 logger = logging.getLogger(__name__)
 
 TOP_INTENTS = 5
-INTENT_NAME_PATTERN = re.compile(r"^[a-z][a-z0-9_]{1,63}$")
 
 
 class ActionError(Exception):
@@ -114,8 +115,14 @@ class ConversationService:
         assistant: AssistantHolder,
         policy: HandoffPolicy,
         presence: Presence,
+        learning: LearningStore,
+        verification_band: float = 0.0,
     ) -> None:
+        """``verification_band``: bot answers whose confidence is below the handoff threshold
+        plus this are queued for verification (0: none)."""
         self.store = store
+        self.learning = learning
+        self.verification_band = verification_band
         self.hub = hub
         self.assistant = assistant
         self.policy = policy
@@ -225,6 +232,7 @@ class ConversationService:
         ranking = _ranking(parse_data)
         await self.store.set_intent_ranking(message.id, ranking)
         if decision.reason is None:
+            await self._queue_if_uncertain(message, parse_data, assistant.info.fallback_threshold)
             replies = await assistant.respond(
                 conversation.id,
                 message.text,
@@ -271,6 +279,36 @@ class ConversationService:
         )
         await self._publish(events)
         await self._queue_changed()
+
+    async def _queue_if_uncertain(
+        self, message: Message, parse_data: dict[str, Any], fallback_threshold: float | None
+    ) -> None:
+        """Queue a bot-answered message for verification when its confidence was only just
+        above the handoff threshold (the FallbackClassifier's, or a stricter per-intent one)."""
+        if self.verification_band <= 0:
+            return
+        intent, confidence = top_intent(parse_data)
+        if intent is None:
+            return
+        threshold = max(fallback_threshold or 0.0, self.policy.intent_thresholds.get(intent, 0.0))
+        if confidence < threshold + self.verification_band:
+            try:
+                await self.learning.queue_verification(message, intent, confidence, "uncertain")
+            except Exception:  # the verification queue must never cost the user an answer
+                logger.exception("Could not queue message %s for verification", message.id)
+
+    async def feedback(self, conversation_id: str, in_reply_to: str) -> bool:
+        """The user marked the bot's answer to their message ``in_reply_to`` (its client id)
+        as unhelpful: queue that message for verification. False if there is no such message
+        or it was not answered by the bot."""
+        message = await self.store.user_message_by_client_id(conversation_id, in_reply_to)
+        if message is None or not message.intent_ranking:
+            return False
+        intent, confidence = top_intent({"intent_ranking": message.intent_ranking})
+        if intent is None:
+            return False
+        await self.learning.queue_verification(message, intent, confidence, "unhelpful")
+        return True
 
     async def _relay_to_agent(
         self, stored: StoredConversation, message: Message, client_id: str, channel: str
@@ -451,14 +489,10 @@ class ConversationService:
                 "not_assigned", f"conversation {message.conversation_id} is not assigned to you"
             )
         if not INTENT_NAME_PATTERN.match(intent):
-            raise ActionError(
-                "invalid_field",
-                "intent must be 2-64 characters: lower-case letters, digits and '_', "
-                "starting with a letter",
-            )
+            raise ActionError("invalid_field", INTENT_NAME_RULE)
         assistant = await self.assistant.get()
         is_new = intent not in assistant.intent_names()
-        await self.store.add_label(message_id, intent, is_new, agent.id)
+        await self.learning.label_message(message, intent, is_new, agent.id)
         events = await self.store.append_events(
             [
                 _agent_event(
@@ -529,6 +563,23 @@ class ConversationService:
                 ],
             )
             await self._publish(events)
+        if stored.handoff_id is not None:
+            await self._learn_from_handoff(conversation_id, stored.handoff_id)
+
+    async def _learn_from_handoff(self, conversation_id: str, handoff_id: int) -> None:
+        """Record the finished handoff's response and story candidates for review."""
+        try:
+            messages = [
+                m for m in await self.store.messages(conversation_id) if m.handoff_id == handoff_id
+            ]
+            labels = await self.learning.labels([m.id for m in messages if m.sender == "user"])
+            assistant = self.assistant.current
+            known = assistant.responses().keys() if assistant else ()
+            rows = handoff_candidates(messages, labels, known)
+            if rows:
+                await self.learning.add_candidates(rows)
+        except Exception:  # learning must never break the handoff itself
+            logger.exception("Could not record what handoff %s teaches", handoff_id)
 
     async def agent_typing(self, agent: Agent, conversation_id: str, typing: bool) -> None:
         stored = await self.store.conversation(conversation_id)

@@ -16,6 +16,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 RASA_DATA_VERSION = "3.1"
+MIN_EXAMPLES_PER_NEW_INTENT = 2
+"""Rasa needs at least two examples to train an intent; a new intent with fewer waits."""
 
 
 @dataclass(frozen=True)
@@ -62,11 +64,15 @@ class Export:
     """A Rasa NLU document: ``{"version", "nlu": [{"intent", "examples"}]}``."""
     stories: dict[str, Any]
     """A Rasa stories document: ``{"version", "stories": [...]}``."""
+    rules: dict[str, Any]
+    """A Rasa rules document: one rule per new response (``intent -> utter_<intent>``)."""
     domain: dict[str, Any]
     """Domain additions: ``{"version", "intents": [...], "responses": {...}}``."""
     written: list[int]
     """Candidate ids whose content is in the export."""
     skipped: list[Skipped]
+    held: list[Skipped] = field(default_factory=list)
+    """Candidates left for a later export (a new intent with too few examples yet)."""
 
 
 # Personal data ------------------------------------------------------------------------------
@@ -155,8 +161,33 @@ def build_export(
             new_intents.append(example.intent)
         written.append(example.candidate_id)
 
+    held: list[Skipped] = []
+    existing_counts: dict[str, int] = {}
+    for intent in existing.examples.values():
+        existing_counts[intent] = existing_counts.get(intent, 0) + 1
+    thin = {
+        intent
+        for intent in new_intents
+        if existing_counts.get(intent, 0) + len(by_intent.get(intent, []))
+        < MIN_EXAMPLES_PER_NEW_INTENT
+    }
+    if thin:
+        reason = f"a new intent needs at least {MIN_EXAMPLES_PER_NEW_INTENT} examples"
+        for example in examples:
+            if example.intent in thin and example.candidate_id in written:
+                written.remove(example.candidate_id)
+                held.append(Skipped(example.candidate_id, reason))
+        for intent in thin:
+            by_intent.pop(intent, None)
+        new_intents = [intent for intent in new_intents if intent not in thin]
+
     new_responses: dict[str, list[dict[str, str]]] = {}
     for response in sorted(responses, key=lambda r: r.candidate_id):
+        if response.intent in thin or (
+            response.intent not in existing.intents and response.intent not in new_intents
+        ):
+            held.append(Skipped(response.candidate_id, f"no examples of {response.intent} yet"))
+            continue
         name = response_name(response.intent)
         if name in existing.responses or name in new_responses:
             skipped.append(Skipped(response.candidate_id, f"{name} exists already"))
@@ -174,6 +205,9 @@ def build_export(
     known_responses = existing.responses | set(new_responses)
     story_documents = []
     for story in sorted(stories, key=lambda s: s.candidate_id):
+        if any(intent in thin for intent, _ in story.turns):
+            held.append(Skipped(story.candidate_id, "waits for a new intent's examples"))
+            continue
         problems = [
             f"unknown intent {intent}" for intent, _ in story.turns if intent not in known_intents
         ] + [f"unknown response {name}" for _, name in story.turns if name not in known_responses]
@@ -198,10 +232,65 @@ def build_export(
         domain["intents"] = sorted(new_intents)
     if new_responses:
         domain["responses"] = dict(sorted(new_responses.items()))
+    rules = [
+        {
+            "rule": f"answer {name.removeprefix('utter_')}",
+            "steps": [{"intent": name.removeprefix("utter_")}, {"action": name}],
+        }
+        for name in sorted(new_responses)
+    ]
     return Export(
         nlu=nlu,
         stories={"version": RASA_DATA_VERSION, "stories": story_documents},
+        rules={"version": RASA_DATA_VERSION, "rules": rules},
         domain=domain,
         written=sorted(written),
         skipped=skipped,
+        held=held,
     )
+
+
+# Merging into the learned files ---------------------------------------------------------------
+
+
+def merge_learned(
+    learned: Mapping[str, dict[str, Any]], export: Export
+) -> dict[str, dict[str, Any]]:
+    """Merge an export into the current learned documents (``nlu``, ``stories``, ``rules``,
+    ``domain``; missing ones count as empty) and return the new documents. Examples are
+    appended under their intent; stories and rules with a name already present are kept as
+    they are; domain intents and responses are unioned."""
+    nlu_blocks = [dict(block) for block in learned.get("nlu", {}).get("nlu", [])]
+    by_intent = {block["intent"]: block for block in nlu_blocks if "intent" in block}
+    for block in export.nlu["nlu"]:
+        if block["intent"] in by_intent:
+            target = by_intent[block["intent"]]
+            target["examples"] = target["examples"] + block["examples"]
+        else:
+            new_block = dict(block)
+            nlu_blocks.append(new_block)
+            by_intent[block["intent"]] = new_block
+
+    def merged(kind: str, items: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        current = list(learned.get(kind, {}).get(kind, []))
+        key = "story" if kind == "stories" else "rule"
+        names = {item.get(key) for item in current}
+        return current + [item for item in items if item[key] not in names]
+
+    domain = learned.get("domain", {})
+    intents = sorted(set(domain.get("intents", [])) | set(export.domain.get("intents", [])))
+    responses = {**domain.get("responses", {}), **export.domain.get("responses", {})}
+    domain_document: dict[str, Any] = {"version": RASA_DATA_VERSION}
+    if intents:
+        domain_document["intents"] = intents
+    if responses:
+        domain_document["responses"] = dict(sorted(responses.items()))
+    return {
+        "nlu": {"version": RASA_DATA_VERSION, "nlu": sorted(nlu_blocks, key=lambda b: b["intent"])},
+        "stories": {
+            "version": RASA_DATA_VERSION,
+            "stories": merged("stories", export.stories["stories"]),
+        },
+        "rules": {"version": RASA_DATA_VERSION, "rules": merged("rules", export.rules["rules"])},
+        "domain": domain_document,
+    }

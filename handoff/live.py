@@ -93,11 +93,14 @@ class LiveConnection:
             while True:
                 direct = asyncio.ensure_future(self._direct.get())
                 live = asyncio.ensure_future(self.subscription.get())
-                done, pending = await asyncio.wait(
-                    {direct, live}, return_when=asyncio.FIRST_COMPLETED
-                )
-                for task in pending:
-                    task.cancel()
+                try:
+                    done, _ = await asyncio.wait(
+                        {direct, live}, return_when=asyncio.FIRST_COMPLETED
+                    )
+                finally:  # also when this writer is cancelled: no orphaned waiters
+                    for task in (direct, live):
+                        if not task.done():
+                            task.cancel()
                 if direct in done:
                     await self.send_now(direct.result())
                     if live in done:

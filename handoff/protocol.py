@@ -40,15 +40,17 @@ class ProtocolError(ValueError):
 @dataclass(frozen=True)
 class UserFrame:
     """A validated frame from an end user: ``message`` (``text``), ``typing`` (``typing``) or
-    ``request_human`` (the user accepts the offer of a person)."""
+    ``request_human`` (the user accepts the offer of a person) or ``feedback`` (the bot's answer
+    to the user's message ``in_reply_to`` did not help)."""
 
     kind: str
     client_id: str | None = None
     text: str = ""
     typing: bool = False
+    in_reply_to: str | None = None
 
 
-USER_FRAME_TYPES = ("message", "typing", "request_human")
+USER_FRAME_TYPES = ("message", "typing", "request_human", "feedback")
 
 
 def parse_user_frame(raw: str | bytes, *, max_text_chars: int) -> UserFrame:
@@ -69,6 +71,20 @@ def parse_user_frame(raw: str | bytes, *, max_text_chars: int) -> UserFrame:
     client_id = validate_client_id(payload.get("id"))
     if frame_type == "request_human":
         return UserFrame("request_human", client_id)
+    if frame_type == "feedback":
+        if payload.get("helpful") is not False:
+            raise ProtocolError(
+                "invalid_field", 'feedback frames carry "helpful": false', client_id
+            )
+        in_reply_to = payload.get("in_reply_to")
+        if not isinstance(in_reply_to, str) or not CLIENT_ID_PATTERN.match(in_reply_to):
+            raise ProtocolError(
+                "invalid_field",
+                "field 'in_reply_to' must be the id of the user message the bot answered "
+                "(the bot frame's in_reply_to)",
+                client_id,
+            )
+        return UserFrame("feedback", client_id, in_reply_to=in_reply_to)
     text = validate_text(payload.get("text"), "text", max_text_chars, client_id)
     return UserFrame("message", client_id, text=text)
 

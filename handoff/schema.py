@@ -114,3 +114,75 @@ events = sa.Table(
     sa.Column("payload", sa.JSON, nullable=False),
     sa.Column("created_at", sa.Float, nullable=False),
 )
+
+# The learning loop ---------------------------------------------------------------------------
+
+candidates = sa.Table(
+    "candidates",
+    metadata,
+    sa.Column("id", sa.Integer, primary_key=True),
+    sa.Column("kind", sa.String(16), nullable=False),  # "example" | "response" | "story"
+    sa.Column("status", sa.String(16), nullable=False, index=True),
+    # "pending" | "approved" | "rejected" | "exported" | "skipped"
+    sa.Column("source", sa.String(16), nullable=False),  # "label" | "verification" | "handoff"
+    sa.Column("intent", sa.String(128), nullable=True),  # examples and responses
+    sa.Column("text", sa.Text, nullable=True),  # example text or response text
+    sa.Column("turns", sa.JSON, nullable=True),  # stories: [[intent, response name], ...]
+    sa.Column("new_intent", sa.Boolean, nullable=False, server_default=sa.false()),
+    sa.Column("conversation_id", sa.String(255), nullable=True),
+    sa.Column("message_id", sa.Integer, nullable=True, index=True),
+    sa.Column("handoff_id", sa.Integer, nullable=True),
+    sa.Column("model_intent", sa.String(128), nullable=True),  # the model's top intent
+    sa.Column("model_confidence", sa.Float, nullable=True),
+    sa.Column("proposed_by", sa.Integer, sa.ForeignKey("agents.id"), nullable=True),
+    sa.Column("reviewed_by", sa.Integer, sa.ForeignKey("agents.id"), nullable=True),
+    sa.Column("reviewed_at", sa.Float, nullable=True),
+    sa.Column("note", sa.Text, nullable=True),  # why it was skipped or rejected
+    sa.Column("export_id", sa.Integer, nullable=True),
+    sa.Column("created_at", sa.Float, nullable=False),
+    sa.Column("updated_at", sa.Float, nullable=False),
+)
+
+verifications = sa.Table(
+    "verifications",
+    metadata,
+    sa.Column("id", sa.Integer, primary_key=True),
+    sa.Column("message_id", sa.Integer, sa.ForeignKey("messages.id"), nullable=False, unique=True),
+    sa.Column("conversation_id", sa.String(255), nullable=False),
+    sa.Column("text", sa.Text, nullable=False),
+    sa.Column("predicted_intent", sa.String(128), nullable=False),
+    sa.Column("confidence", sa.Float, nullable=False),
+    sa.Column("reason", sa.String(16), nullable=False),  # "uncertain" | "unhelpful"
+    sa.Column("status", sa.String(16), nullable=False, index=True),
+    # "pending" | "confirmed" | "corrected" | "dismissed"
+    sa.Column("intent", sa.String(128), nullable=True),  # the verified intent
+    sa.Column("verified_by", sa.Integer, sa.ForeignKey("agents.id"), nullable=True),
+    sa.Column("verified_at", sa.Float, nullable=True),
+    sa.Column("created_at", sa.Float, nullable=False),
+)
+
+exports = sa.Table(
+    "exports",
+    metadata,
+    sa.Column("id", sa.Integer, primary_key=True),
+    sa.Column("created_at", sa.Float, nullable=False),
+    sa.Column("files", sa.JSON, nullable=False),  # paths written, relative to the project
+    sa.Column("written", sa.Integer, nullable=False),
+    sa.Column("skipped", sa.Integer, nullable=False),
+)
+
+model_versions = sa.Table(
+    "model_versions",
+    metadata,
+    sa.Column("id", sa.Integer, primary_key=True),
+    sa.Column("name", sa.String(255), nullable=False, unique=True),  # archive file name
+    sa.Column("training_hash", sa.String(64), nullable=False),
+    sa.Column("trained_at", sa.Float, nullable=False),
+    sa.Column("training_seconds", sa.Float, nullable=True),
+    sa.Column("metrics", sa.JSON, nullable=True),
+    sa.Column("metrics_key", sa.String(64), nullable=True),  # test set + threshold they hold for
+    sa.Column("status", sa.String(16), nullable=False),
+    # "candidate" | "live" | "retired" | "rejected"
+    sa.Column("promoted_at", sa.Float, nullable=True),
+    sa.Column("report", sa.String(512), nullable=True),  # comparison report (Markdown) path
+)

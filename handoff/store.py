@@ -424,6 +424,11 @@ class Store:
         assert stored is not None
         return stored, False, []
 
+    async def user_message_by_client_id(
+        self, conversation_id: str, client_message_id: str
+    ) -> Message | None:
+        return await self._message_by_client_id(conversation_id, "user", client_message_id)
+
     async def _message_by_client_id(
         self, conversation_id: str, sender: str, client_message_id: str
     ) -> Message | None:
@@ -464,21 +469,6 @@ class Store:
                 await db.execute(schema.messages.select().where(schema.messages.c.id == message_id))
             ).first()
         return _message(row) if row else None
-
-    async def add_label(
-        self, message_id: int, intent: str, is_new_intent: bool, agent_id: int
-    ) -> int:
-        async with self.engine.begin() as db:
-            result = await db.execute(
-                schema.labels.insert().values(
-                    message_id=message_id,
-                    intent=intent,
-                    is_new_intent=is_new_intent,
-                    agent_id=agent_id,
-                    created_at=time.time(),
-                )
-            )
-        return int(result.inserted_primary_key[0])
 
     async def labels(self, message_ids: Sequence[int]) -> dict[int, str]:
         """The latest label of each message that has one."""

@@ -1,4 +1,4 @@
-"""Training the bundled assistant, reusing a model whose training inputs have not changed."""
+"""Training the assistant, reusing a model whose training inputs have not changed."""
 
 from __future__ import annotations
 
@@ -13,8 +13,6 @@ from handoff.settings import PROJECT_ROOT
 
 BOT_DIR = PROJECT_ROOT / "bot"
 DATA_DIR = PROJECT_ROOT / "data"
-DOMAIN_FILE = BOT_DIR / "domain.yml"
-CONFIG_FILE = BOT_DIR / "config.yml"
 MODEL_PREFIX = "assistant"
 HASH_CHARS = 12
 
@@ -27,24 +25,34 @@ class TrainedModel:
     seconds: float
 
 
-def training_inputs(bot_dir: Path = BOT_DIR, data_dir: Path = DATA_DIR) -> list[Path]:
-    """Every file whose content shapes the model: bot config, domain, components, data."""
-    files: Iterable[Path] = [
-        *bot_dir.rglob("*.yml"),
+def domain_dir(bot_dir: Path) -> Path:
+    """The domain folder: Rasa merges every domain file in it."""
+    return bot_dir / "domain"
+
+
+def training_inputs(bot_dir: Path = BOT_DIR, data_dir: Path = DATA_DIR) -> list[tuple[str, Path]]:
+    """Every file whose content shapes the model (``config.yml``, the domain, custom
+    components, the data), as (name relative to ``bot/`` or ``data/``, path) pairs."""
+    bot_files = [
+        bot_dir / "config.yml",
+        *domain_dir(bot_dir).rglob("*.yml"),
         *bot_dir.rglob("*.py"),
-        *data_dir.rglob("*.yml"),
-        *data_dir.rglob("*.yaml"),
     ]
-    return sorted({f for f in files if "__pycache__" not in f.parts})
+    data_files = [*data_dir.rglob("*.yml"), *data_dir.rglob("*.yaml")]
+    named = [(f"bot/{p.relative_to(bot_dir).as_posix()}", p) for p in bot_files] + [
+        (f"data/{p.relative_to(data_dir).as_posix()}", p) for p in data_files
+    ]
+    return sorted({(name, path) for name, path in named if "__pycache__" not in path.parts})
 
 
-def training_hash(files: Iterable[Path], root: Path = PROJECT_ROOT) -> str:
-    """Hash of the files' paths and contents plus the Rasa version (hex)."""
+def training_hash(files: Iterable[tuple[str, Path]]) -> str:
+    """Hash of the files' names and contents plus the Rasa version (hex). Copies of ``bot/``
+    and ``data/`` elsewhere hash the same."""
     import rasa
 
     digest = hashlib.sha256(f"rasa={rasa.__version__}\n".encode())
-    for path in sorted(files):
-        digest.update(str(path.relative_to(root)).encode() + b"\0")
+    for name, path in sorted(files):
+        digest.update(name.encode() + b"\0")
         digest.update(path.read_bytes() + b"\0")
     return digest.hexdigest()
 
@@ -53,15 +61,20 @@ def model_file_for(models_dir: Path, hash_hex: str) -> Path:
     return models_dir / f"{MODEL_PREFIX}-{hash_hex[:HASH_CHARS]}.tar.gz"
 
 
-def ensure_model(models_dir: Path, *, force: bool = False) -> TrainedModel:
-    """Return a model trained on the current bot/ and data/, training one only if needed.
+def ensure_model(
+    models_dir: Path,
+    *,
+    bot_dir: Path = BOT_DIR,
+    data_dir: Path = DATA_DIR,
+    force: bool = False,
+) -> TrainedModel:
+    """Return a model trained on ``bot_dir`` and ``data_dir``, training one only if needed.
 
     A reused model's modification time is refreshed so that it counts as the newest one in
-    ``models_dir`` (the server serves the newest). Rasa prints progress while training.
+    ``models_dir``. Rasa prints progress while training.
     """
     started = time.perf_counter()
-    inputs = training_inputs()
-    hash_hex = training_hash(inputs)
+    hash_hex = training_hash(training_inputs(bot_dir, data_dir))
     target = model_file_for(models_dir, hash_hex)
     if target.exists() and not force:
         os.utime(target)
@@ -71,9 +84,9 @@ def ensure_model(models_dir: Path, *, force: bool = False) -> TrainedModel:
 
     models_dir.mkdir(parents=True, exist_ok=True)
     result = train(
-        domain=str(DOMAIN_FILE),
-        config=str(CONFIG_FILE),
-        training_files=[str(DATA_DIR)],
+        domain=str(domain_dir(bot_dir)),
+        config=str(bot_dir / "config.yml"),
+        training_files=[str(data_dir)],
         output=str(models_dir),
         fixed_model_name=target.name.removesuffix(".tar.gz"),
         force_training=True,

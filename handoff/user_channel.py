@@ -84,6 +84,10 @@ async def user_socket(request: Request, ws: WebsocketImplProtocol) -> None:
         if frame.kind == "request_human":
             await service.request_handoff(conversation_id, HandoffReason.UNHELPFUL_ANSWER)
             return {"type": "ack", "id": frame.client_id}
+        if frame.kind == "feedback":
+            assert frame.in_reply_to is not None
+            queued = await service.feedback(conversation_id, frame.in_reply_to)
+            return {"type": "ack", "id": frame.client_id, "queued": queued}
         assert frame.client_id is not None
         result = await service.user_message(
             conversation_id, frame.client_id, frame.text, "websocket"

@@ -74,12 +74,22 @@ def http_json(
         return status, raw.decode("utf-8", "replace")
 
 
+@dataclass(frozen=True)
+class TrainingRun:
+    model: Path
+    database: Path
+    """A SQLite database whose model registry has ``model`` live, with its held-out scores."""
+    output: str
+
+
 @pytest.fixture(scope="session")
-def trained_model() -> Path:
-    """The bundled assistant's model: trained once, or reused if bot/ and data/ are unchanged."""
+def training_run(tmp_path_factory: pytest.TempPathFactory) -> TrainingRun:
+    """``handoff train`` of the bundled assistant (reused if bot/ and data/ are unchanged),
+    evaluated and promoted in a registry of its own."""
+    database = tmp_path_factory.mktemp("registry") / "registry.db"
     result = subprocess.run(
         [HANDOFF, "train", "--out", str(MODELS_DIR)],
-        env=TEST_ENV,
+        env={**TEST_ENV, "HANDOFF_DATABASE_URL": f"sqlite:///{database}"},
         capture_output=True,
         text=True,
         timeout=900,
@@ -89,7 +99,13 @@ def trained_model() -> Path:
         pytest.fail(f"handoff train failed:\n{result.stdout[-3000:]}\n{result.stderr[-3000:]}")
     match = re.search(r"(\S+\.tar\.gz)", result.stdout.splitlines()[-1])
     assert match, f"no model path in the output of handoff train:\n{result.stdout[-2000:]}"
-    return Path(match.group(1))
+    return TrainingRun(Path(match.group(1)), database, result.stdout)
+
+
+@pytest.fixture(scope="session")
+def trained_model(training_run: TrainingRun) -> Path:
+    """The bundled assistant's model archive."""
+    return training_run.model
 
 
 @dataclass

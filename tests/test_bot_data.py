@@ -42,7 +42,7 @@ def test_rasa_data_validate_passes_without_warnings() -> None:
             "data",
             "validate",
             "--domain",
-            "bot/domain.yml",
+            "bot/domain",
             "--data",
             "data",
             "--config",

@@ -108,3 +108,49 @@ async def test_agent_claims_labels_replies_with_a_canned_response_and_hands_back
     assert used == [(canned,)]
     assert labels == [("human_handoff",)]
     await user.close()
+
+
+async def test_thumbs_down_in_the_chat_is_verified_and_reviewed_in_the_console(
+    server: RunningServer, page: Any
+) -> None:
+    add_agent(server, "rosa", "Rosa", role="maintainer")
+
+    # The user gives the bot's answer a thumbs-down on the chat page.
+    await page.goto(f"{server.base_url}/chat")
+    await page.wait_for_selector("#text:not([disabled])")
+    question = "what are your opening hours"
+    await page.fill("#text", question)
+    await page.click("#send")
+    thumbs = page.locator("#log .msg__feedback button").last
+    await thumbs.wait_for()
+    await thumbs.click()
+    await page.locator("#log", has_text="Would you like to talk to a person").wait_for()
+
+    # A maintainer verifies it in the console: the right intent is support_hours.
+    await page.goto(f"{server.base_url}/console")
+    await page.fill("#username", "rosa")
+    await page.fill("#password", PASSWORD)
+    await page.click("#signin-form button[type=submit]")
+    await page.wait_for_selector("#connection:text('connected')")
+    await page.click("#open-verify")
+    row = page.locator("#verify-table tr", has_text=question)
+    await row.wait_for()
+    assert "unhelpful" in (await row.text_content() or "")
+    await row.locator("select").select_option("support_hours")
+    await page.click("#verify-submit")
+    await row.wait_for(state="detached")
+    await page.click("#close-verify")
+
+    # ... and approves the example it became.
+    await page.click("#open-review")
+    item = page.locator(".review-item", has_text=question)
+    await item.wait_for()
+    await item.locator("button", has_text="Approve").click()
+    await item.wait_for(state="detached")
+    await page.screenshot(path=str(SCREENSHOTS / "console-review.png"))
+
+    with sqlite3.connect(server.database_path) as db:
+        rows = db.execute(
+            "SELECT status, intent, source FROM candidates WHERE text = ?", (question,)
+        ).fetchall()
+    assert rows == [("approved", "support_hours", "verification")]

@@ -16,6 +16,7 @@ from handoff.export import (
     Skipped,
     build_export,
     escape_markup,
+    merge_learned,
     normalize,
     redact,
 )
@@ -74,12 +75,13 @@ def test_examples_merge_without_duplicates_and_conflicts_are_refused() -> None:
             ApprovedExample(3, "Where is my new card", "card_delivery"),
             ApprovedExample(4, "where is my new card!", "card_delivery"),  # same batch
             ApprovedExample(5, "  ", "card_delivery"),
+            ApprovedExample(6, "my new card has not arrived", "card_delivery"),
         ],
         [],
         [],
         EXISTING,
     )
-    assert export.written == [3]
+    assert export.written == [3, 6]
     assert export.skipped == [
         Skipped(1, "duplicate"),
         Skipped(2, "conflict: already an example of check_balance"),
@@ -87,14 +89,20 @@ def test_examples_merge_without_duplicates_and_conflicts_are_refused() -> None:
         Skipped(5, "empty after redaction"),
     ]
     assert export.nlu["nlu"] == [
-        {"intent": "card_delivery", "examples": "- Where is my new card\n"}
+        {
+            "intent": "card_delivery",
+            "examples": "- Where is my new card\n- my new card has not arrived\n",
+        }
     ]
     assert export.domain["intents"] == ["card_delivery"]
 
 
 def test_new_intent_response_and_story() -> None:
     export = build_export(
-        [ApprovedExample(1, "where is my new card", "card_delivery")],
+        [
+            ApprovedExample(1, "where is my new card", "card_delivery"),
+            ApprovedExample(6, "has my card been posted", "card_delivery"),
+        ],
         [
             ApprovedResponse(
                 2, "card_delivery", "Cards arrive in 3-5 days; mail help@larkspur.example."
@@ -111,7 +119,13 @@ def test_new_intent_response_and_story() -> None:
         ],
         EXISTING,
     )
-    assert export.written == [1, 2, 4]
+    assert export.written == [1, 2, 4, 6]
+    assert export.rules["rules"] == [
+        {
+            "rule": "answer card_delivery",
+            "steps": [{"intent": "card_delivery"}, {"action": "utter_card_delivery"}],
+        }
+    ]
     assert export.domain["responses"] == {
         "utter_card_delivery": [{"text": "Cards arrive in 3-5 days; mail <email>."}]
     }
@@ -130,15 +144,24 @@ def test_new_intent_response_and_story() -> None:
 
 
 def test_exporting_twice_changes_nothing() -> None:
-    examples = [ApprovedExample(1, "where is my new card", "card_delivery")]
+    examples = [
+        ApprovedExample(1, "where is my new card", "card_delivery"),
+        ApprovedExample(2, "has my card been posted", "card_delivery"),
+    ]
     first = build_export(examples, [], [], EXISTING)
     after_first = ExistingData(
-        examples={**EXISTING.examples, normalize("where is my new card"): "card_delivery"},
+        examples={
+            **EXISTING.examples,
+            normalize("where is my new card"): "card_delivery",
+            normalize("has my card been posted"): "card_delivery",
+        },
         intents=EXISTING.intents | {"card_delivery"},
         responses=EXISTING.responses,
     )
     second = build_export(examples, [], [], after_first)
-    assert first.written == [1]
+    assert first.written == [1, 2]
+    merged = merge_learned({}, first)
+    assert merge_learned(merged, second) == merged
     assert second.written == []
     assert second.nlu["nlu"] == []
     assert "intents" not in second.domain
@@ -193,3 +216,50 @@ def test_rasa_reads_the_export_back_without_entities_from_user_text() -> None:
     assert all(not m.get("entities") for m in training_data.intent_examples)
     assert {m.get("intent") for m in training_data.intent_examples} == {"card_delivery"}
     assert len(steps) == 1
+
+
+def test_a_new_intent_with_one_example_waits_with_its_response_and_story() -> None:
+    export = build_export(
+        [ApprovedExample(1, "where is my new card", "card_delivery")],
+        [ApprovedResponse(2, "card_delivery", "Soon.")],
+        [ApprovedStory(3, "handoff 1", [("card_delivery", "utter_card_delivery")])],
+        EXISTING,
+    )
+    assert export.written == []
+    assert [held.candidate_id for held in export.held] == [1, 2, 3]
+    assert "intents" not in export.domain
+
+
+def test_merge_appends_examples_and_keeps_existing_stories_rules_and_responses() -> None:
+    learned: dict[str, dict[str, Any]] = {
+        "nlu": {"nlu": [{"intent": "card_delivery", "examples": "- where is my card\n"}]},
+        "stories": {"stories": [{"story": "handoff 1", "steps": []}]},
+        "rules": {"rules": [{"rule": "answer card_delivery", "steps": []}]},
+        "domain": {"intents": ["card_delivery"], "responses": {"utter_card_delivery": []}},
+    }
+    export = build_export(
+        [
+            ApprovedExample(1, "has my card been posted", "card_delivery"),
+            ApprovedExample(2, "pin letter missing", "pin_letter"),
+            ApprovedExample(3, "my pin letter never came", "pin_letter"),
+        ],
+        [ApprovedResponse(4, "pin_letter", "We will resend it.")],
+        [ApprovedStory(5, "handoff 1", [("pin_letter", "utter_pin_letter")])],
+        ExistingData(
+            examples={normalize("where is my card"): "card_delivery"},
+            intents=frozenset({"card_delivery"}),
+            responses=frozenset({"utter_card_delivery"}),
+        ),
+    )
+    merged = merge_learned(learned, export)
+    assert merged["nlu"]["nlu"] == [
+        {"intent": "card_delivery", "examples": "- where is my card\n- has my card been posted\n"},
+        {"intent": "pin_letter", "examples": "- pin letter missing\n- my pin letter never came\n"},
+    ]
+    assert [s["story"] for s in merged["stories"]["stories"]] == ["handoff 1"]
+    assert [r["rule"] for r in merged["rules"]["rules"]] == [
+        "answer card_delivery",
+        "answer pin_letter",
+    ]
+    assert merged["domain"]["intents"] == ["card_delivery", "pin_letter"]
+    assert sorted(merged["domain"]["responses"]) == ["utter_card_delivery", "utter_pin_letter"]

@@ -19,7 +19,7 @@ pytestmark = pytest.mark.slow
 RESPONSES: dict[str, list[str]] = {
     name: [variation["text"] for variation in variations if "text" in variation]
     for name, variations in yaml.safe_load(
-        (PROJECT_ROOT / "bot" / "domain.yml").read_text(encoding="utf-8")
+        (PROJECT_ROOT / "bot" / "domain" / "assistant.yml").read_text(encoding="utf-8")
     )["responses"].items()
 }
 

@@ -58,13 +58,13 @@ function append(kind, text, options = {}) {
     }
     item.appendChild(row);
   }
-  if (options.feedback) item.appendChild(feedbackRow());
+  if (options.feedback) item.appendChild(feedbackRow(options.feedback));
   log.appendChild(item);
   log.scrollTop = log.scrollHeight;
   return item;
 }
 
-function feedbackRow() {
+function feedbackRow(inReplyTo) {
   const row = document.createElement("div");
   row.className = "msg__feedback";
   const down = document.createElement("button");
@@ -74,6 +74,7 @@ function feedbackRow() {
   down.textContent = "👎";
   down.addEventListener("click", () => {
     row.replaceChildren();
+    transmit({ type: "feedback", id: newId(), in_reply_to: inReplyTo, helpful: false });
     offerPerson();
   });
   row.appendChild(down);
@@ -152,7 +153,7 @@ function handle(frame) {
       unacked.delete(frame.id);
       break;
     case "bot":
-      append("bot", frame.text, { buttons: frame.buttons, feedback: true });
+      append("bot", frame.text, { buttons: frame.buttons, feedback: frame.in_reply_to });
       break;
     case "agent":
       typingNote.hidden = true;

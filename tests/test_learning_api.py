@@ -1,0 +1,196 @@
+"""Batch verification and review over the real server: uncertain answers and thumbs-down
+are queued, agents confirm or correct them in bulk, corrections become candidates that
+maintainers review; bad input is refused without changing anything."""
+
+from __future__ import annotations
+
+import json
+import re
+import subprocess
+import uuid
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+
+from tests.conftest import (
+    HANDOFF,
+    PASSWORD,
+    TEST_ENV,
+    RunningServer,
+    add_agent,
+    connect_user,
+    http_json,
+    login,
+    start_server,
+    stop_server,
+)
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(scope="module")
+def server(trained_model: Any, tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningServer]:
+    """A server that queues every bot answer below 100% confidence for verification."""
+    running = start_server(
+        trained_model,
+        tmp_path_factory.mktemp("verification"),
+        extra_env={"HANDOFF_VERIFICATION_BAND": "0.4"},
+    )
+    add_agent(running, "vera", "Vera")
+    add_agent(running, "mia", "Mia", role="maintainer")
+    yield running
+    stop_server(running)
+
+
+def call(
+    server: RunningServer, method: str, path: str, user: str, body: Any = None
+) -> tuple[int, Any]:
+    token = login(server, user, PASSWORD)
+    return http_json(
+        method,
+        f"{server.base_url}{path}",
+        json.dumps(body).encode() if body is not None else None,
+        headers={"Authorization": f"Bearer {token}", "Origin": server.base_url},
+    )
+
+
+def pending(server: RunningServer, conversation_id: str) -> list[dict[str, Any]]:
+    status, body = call(server, "GET", "/api/verifications", "vera")
+    assert status == 200, body
+    return [v for v in body["verifications"] if v["conversation_id"] == conversation_id]
+
+
+async def test_uncertain_and_unhelpful_answers_are_verified_in_bulk_and_become_candidates(
+    server: RunningServer,
+) -> None:
+    user = await connect_user(server)
+    assert await user.bot_texts("hello there")
+    hello_id = uuid.uuid4().hex
+    await user.send({"type": "message", "id": hello_id, "text": "what are your opening hours"})
+    await user.expect("ack", id=hello_id)
+    await user.expect("bot", in_reply_to=hello_id)
+    queued = pending(server, user.conversation_id)
+    assert [v["reason"] for v in queued] == ["uncertain", "uncertain"]
+
+    # Thumbs-down on the second answer: the same item, now marked unhelpful.
+    await user.send({"type": "feedback", "id": "f1", "in_reply_to": hello_id, "helpful": False})
+    assert (await user.expect("ack", id="f1"))["queued"] is True
+    await user.send({"type": "feedback", "id": "f2", "in_reply_to": "no-such-id", "helpful": False})
+    assert (await user.expect("ack", id="f2"))["queued"] is False
+    await user.send({"type": "feedback", "id": "f3", "in_reply_to": hello_id, "helpful": True})
+    assert (await user.expect("error", id="f3"))["code"] == "invalid_field"
+    assert await user.bot_texts("thanks")  # the connection is still usable
+    greeting, hours, thanks = pending(server, user.conversation_id)
+    assert hours["reason"] == "unhelpful" and hours["text"] == "what are your opening hours"
+
+    # Bad decisions change nothing.
+    bad_bodies: list[dict[str, Any]] = [
+        {"decisions": []},
+        {"decisions": [{"id": hours["id"], "action": "correct"}]},
+        {"decisions": [{"id": hours["id"], "action": "correct", "intent": "Bad Name"}]},
+        {"decisions": [{"id": "7", "action": "confirm"}]},
+        {"nothing": True},
+    ]
+    for body in bad_bodies:
+        status, answer = call(server, "POST", "/api/verifications", "vera", body)
+        assert status == 400, answer
+    status, answer = call(
+        server,
+        "POST",
+        "/api/verifications",
+        "vera",
+        {
+            "decisions": [
+                {"id": greeting["id"], "action": "confirm"},
+                {"id": 999999, "action": "dismiss"},
+            ]
+        },
+    )
+    assert status == 409, answer
+    assert len(pending(server, user.conversation_id)) == 3  # all or nothing
+
+    # In bulk: confirm the greeting, correct the hours question, dismiss the thanks.
+    decisions = [
+        {"id": greeting["id"], "action": "confirm"},
+        {"id": hours["id"], "action": "correct", "intent": "support_hours"},
+        {"id": thanks["id"], "action": "dismiss"},
+    ]
+    status, answer = call(server, "POST", "/api/verifications", "vera", {"decisions": decisions})
+    assert status == 200, answer
+    assert len(answer["candidates"]) == 2
+    assert pending(server, user.conversation_id) == []
+
+    # Maintainers see them in review; agents may not review.
+    assert call(server, "GET", "/api/review", "vera")[0] == 403
+    status, review = call(server, "GET", "/api/review", "mia")
+    assert status == 200, review
+    by_intent = {g["intent"]: g for g in review["groups"]}
+    hours_item = by_intent["support_hours"]["examples"][0]
+    assert hours_item["text"] == "what are your opening hours"
+    assert hours_item["conversation_id"] == user.conversation_id
+
+    status, answer = call(
+        server,
+        "POST",
+        "/api/review",
+        "mia",
+        {"decisions": [{"id": hours_item["id"], "action": "edit"}]},
+    )
+    assert status == 400, answer
+    status, answer = call(
+        server,
+        "POST",
+        "/api/review",
+        "mia",
+        {"decisions": [{"id": hours_item["id"], "action": "edit", "text": "when are you open"}]},
+    )
+    assert status == 200 and answer["candidates"][0]["status"] == "approved", answer
+    status, answer = call(
+        server, "POST", "/api/review", "mia", {"decisions": [{"id": 424242, "action": "reject"}]}
+    )
+    assert status == 409, answer
+    await user.close()
+
+
+def test_metrics_are_prometheus_text(server: RunningServer) -> None:
+    status, body = http_json("GET", f"{server.base_url}/metrics")
+    assert status == 200
+    text = str(body)
+    assert "# TYPE handoff_conversations_total counter" in text
+    assert "handoff_serving_model_info{model=" in text
+
+
+async def test_review_on_the_command_line(server: RunningServer) -> None:
+    env = {**TEST_ENV, "HANDOFF_DATABASE_URL": f"sqlite:///{server.database_path}"}
+
+    def review(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [HANDOFF, "review", *args], env=env, capture_output=True, text=True, timeout=120
+        )
+
+    user = await connect_user(server)
+    assert await user.bot_texts("good morning")
+    [queued] = pending(server, user.conversation_id)
+    await user.close()
+    status, answer = call(
+        server,
+        "POST",
+        "/api/verifications",
+        "vera",
+        {"decisions": [{"id": queued["id"], "action": "confirm"}]},
+    )
+    assert status == 200, answer
+    listed = review()
+    assert listed.returncode == 0, listed.stderr
+    assert "/console#conversation=" in listed.stdout
+    ids = [int(i) for i in re.findall(r"#(\d+) ", listed.stdout)]
+    assert answer["candidates"][0] in ids, listed.stdout
+
+    refused = review("--as", "vera", "approve", str(ids[0]))
+    assert refused.returncode == 2 and "not an active maintainer" in refused.stderr
+    missing = review("--as", "mia", "approve", "999999")
+    assert missing.returncode == 2 and "999999" in missing.stderr
+    approved = review("--as", "mia", "approve", str(ids[0]))
+    assert approved.returncode == 0, approved.stderr
+    assert f"#{ids[0]} approved" in approved.stdout
