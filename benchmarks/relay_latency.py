@@ -8,7 +8,11 @@ message id; every message is checked (lost / duplicated).
 
     .venv/bin/python -m benchmarks.relay_latency --conversations 40 --agents 4
 
-The load runs in this process; the server in another.
+With ``--processes N`` (N > 1) it starts N servers on PostgreSQL and Redis (``--database-url``,
+``--redis-url``; a fresh database is created and dropped) and connects each agent to another
+process than the users it serves, so every message crosses processes.
+
+The load runs in this process; the servers in others.
 """
 
 from __future__ import annotations
@@ -76,12 +80,13 @@ async def next_frame(ws: Any, type_: str, timeout: float = 60) -> dict[str, Any]
             return frame
 
 
-async def run(args: argparse.Namespace, base: str, ws_base: str) -> dict[str, Any]:
+async def run(args: argparse.Namespace, bases: list[str]) -> dict[str, Any]:
     agents = []
     for index in range(args.agents):
+        base = bases[(index + 1) % len(bases)]
         token = login(base, f"bench{index}")
         ws = await connect(
-            f"{ws_base}/ws/agent",
+            f"{base.replace('http://', 'ws://')}/ws/agent",
             origin=base,  # type: ignore[arg-type]
             extra_headers={"Authorization": f"Bearer {token}"},
             max_queue=None,
@@ -90,7 +95,8 @@ async def run(args: argparse.Namespace, base: str, ws_base: str) -> dict[str, An
         agents.append(ws)
 
     users = []
-    for _ in range(args.conversations):
+    for index in range(args.conversations):
+        ws_base = bases[index % len(bases)].replace("http://", "ws://")
         ws = await connect(f"{ws_base}/ws/user", max_queue=None)
         ready = await next_frame(ws, "ready")
         await ws.send(
@@ -102,7 +108,13 @@ async def run(args: argparse.Namespace, base: str, ws_base: str) -> dict[str, An
         users.append((ready["conversation_id"], ws))
     owner: dict[str, Any] = {}
     for index, (conversation_id, user_ws) in enumerate(users):
-        agent_ws = agents[index % len(agents)]
+        # With several processes, an agent on another process than the user.
+        serving = [
+            agent
+            for number, agent in enumerate(agents)
+            if len(bases) == 1 or (number + 1) % len(bases) != index % len(bases)
+        ]
+        agent_ws = serving[(index // len(bases)) % len(serving)]
         claim_id = uuid.uuid4().hex
         await agent_ws.send(
             json.dumps({"type": "claim", "id": claim_id, "conversation_id": conversation_id})
@@ -212,12 +224,58 @@ def main() -> int:
     parser.add_argument("--port", type=int, default=5123)
     parser.add_argument("--model", type=Path, default=ROOT / "models")
     parser.add_argument("--json", type=Path, help="write the results as JSON here")
+    parser.add_argument(
+        "--processes", type=int, default=1, help="server processes (more than 1: PostgreSQL+Redis)"
+    )
+    parser.add_argument(
+        "--database-url",
+        default="postgresql://postgres@127.0.0.1/postgres",
+        help="PostgreSQL server for --processes > 1 (a fresh database is created on it)",
+    )
+    parser.add_argument("--redis-url", default="redis://127.0.0.1:6379/0")
     args = parser.parse_args()
-    if min(args.conversations, args.agents, args.messages) < 1 or args.rate <= 0:
+    if min(args.conversations, args.agents, args.messages, args.processes) < 1 or args.rate <= 0:
         parser.error("counts must be at least 1 and --rate positive")
+    if args.processes > 1 and args.agents < args.processes:
+        parser.error("--agents must be at least --processes (agents serve other processes)")
 
     workdir = Path(tempfile.mkdtemp(prefix="relay-bench-"))
-    env = {**os.environ, "HANDOFF_DATABASE_URL": f"sqlite:///{workdir / 'bench.db'}"}
+    with contextlib.ExitStack() as stack:
+        if args.processes > 1:
+            database_url = stack.enter_context(fresh_postgres_database(args.database_url))
+            extra = {
+                "HANDOFF_REDIS_URL": args.redis_url,
+                "HANDOFF_REDIS_NAMESPACE": f"bench-{uuid.uuid4().hex[:8]}",
+            }
+        else:
+            database_url, extra = f"sqlite:///{workdir / 'bench.db'}", {}
+        return measure(args, stack, database_url, extra)
+
+
+@contextlib.contextmanager
+def fresh_postgres_database(admin_url: str) -> Any:
+    """A new database on the PostgreSQL server at ``admin_url``, dropped afterwards."""
+    import sqlalchemy as sa
+
+    engine = sa.create_engine(admin_url, isolation_level="AUTOCOMMIT")
+    name = f"handoff_bench_{uuid.uuid4().hex[:10]}"
+    with engine.connect() as connection:
+        connection.execute(sa.text(f'CREATE DATABASE "{name}"'))
+    try:
+        yield str(sa.engine.make_url(admin_url).set(database=name))
+    finally:
+        with engine.connect() as connection:
+            connection.execute(sa.text(f'DROP DATABASE "{name}" WITH (FORCE)'))
+        engine.dispose()
+
+
+def measure(
+    args: argparse.Namespace,
+    stack: contextlib.ExitStack,
+    database_url: str,
+    extra: dict[str, str],
+) -> int:
+    env = {**os.environ, "HANDOFF_DATABASE_URL": database_url}
     for index in range(args.agents):
         subprocess.run(
             [
@@ -236,13 +294,18 @@ def main() -> int:
             capture_output=True,
         )
     server_env = {
-        "HANDOFF_DATABASE_URL": env["HANDOFF_DATABASE_URL"],
+        "HANDOFF_DATABASE_URL": database_url,
         "HANDOFF_USER_RATE_BURST": "1000",
         "HANDOFF_AGENT_RATE_PER_SECOND": "1000",
         "HANDOFF_AGENT_RATE_BURST": "1000",
+        **extra,
     }
-    with running_server(args.port, args.model, server_env) as (base, _):
-        results = asyncio.run(run(args, base, base.replace("http://", "ws://")))
+    bases = [
+        stack.enter_context(running_server(args.port + n, args.model, server_env))[0]
+        for n in range(args.processes)
+    ]
+    results = asyncio.run(run(args, bases))
+    results["processes"] = args.processes
     print(f"{'direction':<14} {'messages':>9} {'median ms':>10} {'p99 ms':>8} {'max ms':>8}")
     for name in ("user_to_agent", "agent_to_user"):
         row = results[name]

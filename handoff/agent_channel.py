@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import logging
+from collections.abc import Awaitable
 from typing import Any
 
 from sanic import Blueprint, Request, response
@@ -29,7 +30,7 @@ from handoff.protocol import (
     parse_cursor,
 )
 from handoff.settings import Settings
-from handoff.store import Agent, Store
+from handoff.store import Agent, Event, Store
 
 logger = logging.getLogger(__name__)
 
@@ -244,10 +245,16 @@ async def agent_socket(request: Request, ws: WebsocketImplProtocol) -> None:
         return
     assistant = await holder.get(timeout=300)
 
-    live = LiveConnection(ws, request.app.ctx.hub, [f"agent:{agent.id}", "agents"])
-    latest = await resume_from(
-        live, store, cursor, lambda after: store.agent_events_after(agent.id, after)
+    def fetch(after: int) -> Awaitable[list[Event]]:
+        return store.agent_events_after(agent.id, after)
+
+    live = LiveConnection(
+        ws,
+        request.app.ctx.hub,
+        [f"agent:{agent.id}", "agents"],
+        fetch if store.concurrent_writers else None,
     )
+    latest = await resume_from(live, store, cursor, fetch)
     presence.connected(agent.id, agent.display_name)
     try:
         await live.send_now(

@@ -10,15 +10,18 @@ from pathlib import Path
 from sanic import Sanic
 
 from handoff import agent_channel, learning_api, rest_channel, user_channel, web
-from handoff.assistant import Assistant, AssistantHolder
+from handoff.assistant import Assistant, AssistantHolder, redis_lock_store
 from handoff.conversation_service import ConversationService
 from handoff.hub import Hub, ephemeral_event
 from handoff.learning import live_model_file
 from handoff.learning_store import LearningStore
+from handoff.locks import ConversationLocks, RedisConversationLocks
 from handoff.migrate import upgrade
 from handoff.presence import Presence
 from handoff.protocol import MAX_REST_BODY_BYTES, WEBSOCKET_MAX_SIZE
 from handoff.rasa_http_api import set_rasa_api_agent
+from handoff.redis_hub import RedisHub, RedisPresence
+from handoff.redis_hub import connect as connect_redis
 from handoff.settings import Settings
 from handoff.store import Store
 from handoff.triggers import HandoffPolicy, top_intent
@@ -71,6 +74,15 @@ def create_app(settings: Settings) -> Sanic:
         await asyncio.to_thread(upgrade, settings.database_url)
         app.ctx.store = await Store.open(settings.database_url)
         app.ctx.learning = LearningStore(app.ctx.store.engine)
+        locks = ConversationLocks()
+        if settings.redis_url:
+            redis = connect_redis(settings.redis_url)
+            app.ctx.redis = redis
+            app.ctx.hub = RedisHub(redis, settings.redis_namespace)
+            app.ctx.presence = RedisPresence(redis, settings.redis_namespace)
+            locks = RedisConversationLocks(redis, settings.redis_namespace)
+            await app.ctx.hub.start()
+            await app.ctx.presence.start()
         app.ctx.service = ConversationService(
             app.ctx.store,
             app.ctx.hub,
@@ -79,6 +91,7 @@ def create_app(settings: Settings) -> Sanic:
             app.ctx.presence,
             app.ctx.learning,
             settings.verification_band,
+            locks,
         )
 
     @app.after_server_start
@@ -94,6 +107,10 @@ def create_app(settings: Settings) -> Sanic:
         for task in app.ctx.background:
             task.cancel()
         await asyncio.gather(*app.ctx.background, return_exceptions=True)
+        if settings.redis_url:
+            await app.ctx.presence.close()
+            await app.ctx.hub.close()
+            await app.ctx.redis.close()
         await app.ctx.store.close()
 
     return app
@@ -116,7 +133,14 @@ async def _load_and_watch(app: Sanic, settings: Settings) -> None:
     learning: LearningStore = app.ctx.learning
     try:
         model = await live_model_file(settings, learning) or settings.model_path
-        assistant = await Assistant.load(model, settings.database_url, settings.fallback_threshold)
+        lock_store = (
+            redis_lock_store(settings.redis_url, settings.redis_namespace)
+            if settings.redis_url
+            else None
+        )
+        assistant = await Assistant.load(
+            model, settings.database_url, settings.fallback_threshold, lock_store=lock_store
+        )
     except Exception as error:
         logger.exception("Could not load the model from %s", settings.model_path)
         holder.fail(f"{type(error).__name__}: {error}")

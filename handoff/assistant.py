@@ -18,6 +18,7 @@ from typing import Any
 
 from rasa.core.agent import Agent
 from rasa.core.channels.channel import CollectingOutputChannel, UserMessage
+from rasa.core.lock_store import LockStore, RedisLockStore
 from rasa.nlu.classifiers.fallback_classifier import THRESHOLD_KEY, FallbackClassifier
 from rasa.shared.core.events import Event
 
@@ -70,18 +71,21 @@ class Assistant:
         database_url: str,
         fallback_threshold: float | None = None,
         shared_with: Assistant | None = None,
+        lock_store: LockStore | None = None,
     ) -> Assistant:
         """Load the model at ``model_path`` (file or folder) with its tracker store on
         ``database_url``. Raises :class:`ModelNotFoundError` when there is no model.
 
         ``shared_with``: the assistant this one replaces; the new one shares its lock store, so
-        a conversation's messages stay serialised across a model swap."""
+        a conversation's messages stay serialised across a model swap. ``lock_store``: Rasa's
+        lock store for a first load (Rasa's in-memory one by default; Redis across processes)."""
         started = time.perf_counter()
         model_file = resolve_model_path(model_path)
         # A tracker store of its own: Rasa sets the store's domain while loading, which must
         # not change under the assistant still serving.
         store = await asyncio.to_thread(ThreadedSQLTrackerStore, database_url)
-        lock_store = shared_with.agent.lock_store if shared_with is not None else None
+        if shared_with is not None:
+            lock_store = shared_with.agent.lock_store
         agent = await asyncio.to_thread(
             Agent.load, str(model_file), tracker_store=store, lock_store=lock_store
         )
@@ -197,6 +201,21 @@ class Assistant:
             name: [v["text"] for v in variations if v.get("text")]
             for name, variations in self.agent.domain.responses.items()
         }
+
+
+def redis_lock_store(url: str, namespace: str) -> RedisLockStore:
+    """Rasa's Redis lock store on ``url`` (``redis://[:password@]host:port/db``)."""
+    from urllib.parse import urlparse
+
+    parts = urlparse(url)
+    return RedisLockStore(
+        host=parts.hostname or "localhost",
+        port=parts.port or 6379,
+        db=int(parts.path.lstrip("/") or 0),
+        password=parts.password,
+        use_ssl=parts.scheme == "rediss",
+        key_prefix=namespace,
+    )
 
 
 def _fallback_classifiers(agent: Agent) -> list[FallbackClassifier]:

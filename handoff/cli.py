@@ -21,6 +21,9 @@ def _quiet_dependencies() -> None:
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     os.environ.setdefault("RASA_CACHE_DIRECTORY", str(PROJECT_ROOT / ".rasa" / "cache"))
     os.environ.setdefault("SQLALCHEMY_SILENCE_UBER_WARNING", "1")
+    # Rasa's conversation lock tickets expire after this many seconds (Rasa: 60). A process
+    # killed while holding one blocks that conversation's tracker until it expires.
+    os.environ.setdefault("TICKET_LOCK_LIFETIME", "10")
     # Dependencies' deprecation notices (TensorFlow, matplotlib, ...) are not actionable here.
     warnings.filterwarnings("ignore", category=DeprecationWarning)
     warnings.filterwarnings("ignore", message=".*deprecated.*")

@@ -13,8 +13,8 @@ import asyncio
 import dataclasses
 import logging
 import time
-import weakref
 from collections.abc import Awaitable, Callable, Sequence
+from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass
 from typing import Any
 
@@ -24,6 +24,7 @@ from handoff.assistant import AssistantHolder
 from handoff.candidates import handoff_candidates
 from handoff.hub import Hub, ephemeral_event
 from handoff.learning_store import LearningStore
+from handoff.locks import ConversationLocks
 from handoff.presence import Presence
 from handoff.review import INTENT_NAME_PATTERN, INTENT_NAME_RULE
 from handoff.routing import (
@@ -117,9 +118,11 @@ class ConversationService:
         presence: Presence,
         learning: LearningStore,
         verification_band: float = 0.0,
+        locks: ConversationLocks | None = None,
     ) -> None:
         """``verification_band``: bot answers whose confidence is below the handoff threshold
-        plus this are queued for verification (0: none)."""
+        plus this are queued for verification (0: none). ``locks``: in-process by default;
+        Redis locks when several processes serve the same conversations."""
         self.store = store
         self.learning = learning
         self.verification_band = verification_band
@@ -127,8 +130,7 @@ class ConversationService:
         self.assistant = assistant
         self.policy = policy
         self.presence = presence
-        # One lock per conversation with work in flight; unused locks are garbage-collected.
-        self._locks: weakref.WeakValueDictionary[str, asyncio.Lock] = weakref.WeakValueDictionary()
+        self.locks = locks or ConversationLocks()
         # The last queued Rasa tracker update of each conversation (see _in_tracker_order).
         self._tracker_tail: dict[str, asyncio.Task[None]] = {}
 
@@ -157,12 +159,12 @@ class ConversationService:
         task.add_done_callback(forget)
         return task
 
-    def _append_to_tracker(self, conversation_id: str, events: list[Any]) -> None:
+    def _append_to_tracker(self, conversation_id: str, events: list[Any]) -> asyncio.Task[None]:
         async def append() -> None:
             assistant = await self.assistant.get()
             await assistant.append_to_tracker(conversation_id, events)
 
-        self._in_tracker_order(conversation_id, append)
+        return self._in_tracker_order(conversation_id, append)
 
     async def tracker_caught_up(self, conversation_id: str) -> None:
         """Wait until the Rasa tracker holds everything queued for this conversation."""
@@ -176,13 +178,10 @@ class ConversationService:
         if tails:
             await asyncio.wait(tails, timeout=timeout)
 
-    def _lock(self, conversation_id: str) -> asyncio.Lock:
-        """Serialises everything that happens to one conversation in this process."""
-        lock = self._locks.get(conversation_id)
-        if lock is None:
-            lock = asyncio.Lock()
-            self._locks[conversation_id] = lock
-        return lock
+    def _lock(self, conversation_id: str) -> AbstractAsyncContextManager[None]:
+        """Serialises everything that happens to one conversation (across processes with
+        Redis locks)."""
+        return self.locks.hold(conversation_id)
 
     async def _publish(self, events: Sequence[Event]) -> None:
         self.hub.publish(events)
@@ -549,7 +548,9 @@ class ConversationService:
     ) -> None:
         async with self._lock(conversation_id):
             stored, after = await self._apply(agent, conversation_id, command)
-            self._append_to_tracker(conversation_id, [ConversationResumed()])
+            # Awaited under the conversation lock: the next user message (maybe on another
+            # process) must find the Rasa conversation resumed.
+            await self._append_to_tracker(conversation_id, [ConversationResumed()])
             _, events = await self.store.save_conversation(
                 stored,
                 after.conversation,

@@ -61,6 +61,13 @@ class Subscription:
     async def get(self) -> Event:
         return await self.queue.get()
 
+    def drain(self) -> list[Event]:
+        """The events queued right now, without waiting."""
+        events = []
+        while not self.queue.empty():
+            events.append(self.queue.get_nowait())
+        return events
+
     def close(self) -> None:
         self.hub.unsubscribe(self)
 

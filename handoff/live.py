@@ -57,10 +57,21 @@ class LiveConnection:
     events that arrive live and were already sent during the catch-up are skipped by id.
     """
 
-    def __init__(self, ws: WebsocketImplProtocol, hub: Hub, topics: list[str]) -> None:
+    def __init__(
+        self,
+        ws: WebsocketImplProtocol,
+        hub: Hub,
+        topics: list[str],
+        fetch: Callable[[int], Awaitable[list[Event]]] | None = None,
+    ) -> None:
+        """``fetch(after_id)`` reads this connection's stored events after an id. When given,
+        stored events are always read from the database in id order (the hub only says that
+        there are new ones): needed when transactions commit concurrently (PostgreSQL, several
+        processes), where the hub may bring event 10 before event 9."""
         self.ws = ws
         self.subscription = hub.subscribe(topics)
         self.last_sent_event_id = 0
+        self.fetch = fetch
         self._direct: asyncio.Queue[dict[str, Any]] = asyncio.Queue()
 
     def add_topic(self, topic: str) -> None:
@@ -87,6 +98,16 @@ class LiveConnection:
         if event.id:
             self.last_sent_event_id = event.id
 
+    async def _deliver(self, event: Event) -> None:
+        if self.fetch is None or not event.id:
+            await self._send_event(event)
+            return
+        for queued in self.subscription.drain():  # one database read for a burst
+            if not queued.id:
+                await self._send_event(queued)
+        for stored in await self.fetch(self.last_sent_event_id):
+            await self._send_event(stored)
+
     async def run(self, on_overflow: Callable[[], Awaitable[None]]) -> None:
         """Send until the connection closes."""
         try:
@@ -103,10 +124,8 @@ class LiveConnection:
                             task.cancel()
                 if direct in done:
                     await self.send_now(direct.result())
-                    if live in done:
-                        await self._send_event(live.result())
-                elif live in done:
-                    await self._send_event(live.result())
+                if live in done:
+                    await self._deliver(live.result())
                 if self.subscription.overflowed:
                     self.subscription.overflowed = False
                     await on_overflow()
@@ -130,6 +149,8 @@ async def resume_from(
         cursor = None
     if cursor is not None:
         await live.catch_up(cursor, fetch)
+    elif live.fetch is not None:
+        live.last_sent_event_id = latest  # new client: its snapshot covers what came before
     return max(latest, live.last_sent_event_id)
 
 

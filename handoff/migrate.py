@@ -11,6 +11,7 @@ from alembic.config import Config
 from sqlalchemy.engine import make_url
 
 MIGRATIONS_DIR = Path(__file__).resolve().parent / "migrations"
+MIGRATION_LOCK = 0x6D696772  # "migr": PostgreSQL advisory lock held while migrating
 
 
 def alembic_config() -> Config:
@@ -27,6 +28,9 @@ def upgrade(database_url: str, revision: str = "head") -> None:
     engine = sa.create_engine(url)
     try:
         with engine.begin() as connection:
+            if connection.dialect.name == "postgresql":
+                # Several processes starting at once migrate one after the other.
+                connection.execute(sa.select(sa.func.pg_advisory_xact_lock(MIGRATION_LOCK)))
             config = alembic_config()
             config.attributes["connection"] = connection
             command.upgrade(config, revision)

@@ -84,6 +84,11 @@ class Settings:
     """How often the server checks for a newly promoted model (0: never, no hot swap)."""
     metrics_token: str | None = None
     """If set, ``/metrics`` requires ``Authorization: Bearer <token>``."""
+    redis_url: str | None = None
+    """Redis for several server processes: event hub (pub/sub), presence, conversation locks
+    and Rasa's lock store. Unset: everything in-process (one server process)."""
+    redis_namespace: str = "handoff"
+    """Prefix of our Redis keys and channels (processes that share it are one deployment)."""
 
     def origins(self) -> frozenset[str]:
         """The effective Origin allow list."""
@@ -162,6 +167,8 @@ _PARSERS: dict[str, Callable[[Any], Any]] = {
     "redact_patterns": _parse_patterns,
     "model_poll_seconds": float,
     "metrics_token": _parse_str_or_none,
+    "redis_url": _parse_str_or_none,
+    "redis_namespace": str,
 }
 
 
@@ -249,6 +256,17 @@ def _validate(settings: Settings) -> None:
         raise SettingsError("low_value_confidence must be between 0 (excluded) and 1")
     if settings.model_poll_seconds < 0:
         raise SettingsError("model_poll_seconds must be 0 (no hot swap) or positive")
+    if settings.redis_url is not None and not settings.redis_url.startswith(
+        ("redis://", "rediss://", "unix://")
+    ):
+        raise SettingsError(
+            f"redis_url {settings.redis_url!r} is not a Redis URL; use e.g. redis://127.0.0.1:6379/0"
+        )
+    if settings.redis_url is not None and settings.database_url.startswith("sqlite"):
+        raise SettingsError(
+            "redis_url is for several server processes, which need a shared database: "
+            "set database_url to PostgreSQL (postgresql://...) as well"
+        )
     if "://" not in settings.database_url:
         raise SettingsError(
             f"database_url {settings.database_url!r} is not a SQLAlchemy URL; "

@@ -163,6 +163,12 @@ class Store:
     async def close(self) -> None:
         await self.engine.dispose()
 
+    @property
+    def concurrent_writers(self) -> bool:
+        """True when transactions can commit concurrently (PostgreSQL): live connections must
+        then read events from the database in id order instead of taking them from the hub."""
+        return bool(self.engine.dialect.name == "postgresql")
+
     # Agents and sessions -----------------------------------------------------------------
 
     async def add_agent(
@@ -607,7 +613,16 @@ def _stored(row: Any) -> StoredConversation:
     )
 
 
+EVENT_ORDER_LOCK = 0x68616E64  # "hand"
+"""PostgreSQL advisory lock that makes event ids commit in increasing order."""
+
+
 async def _append_event(db: AsyncConnection, event: NewEvent, now: float) -> Event:
+    if db.dialect.name == "postgresql":
+        # Transactions that write events take turns until they commit, so an event id is
+        # visible only after every smaller one: a client reading "events after my cursor"
+        # can never skip one that commits late. (SQLite has one writer anyway.)
+        await db.execute(sa.select(sa.func.pg_advisory_xact_lock(EVENT_ORDER_LOCK)))
     result = await db.execute(
         schema.events.insert().values(
             audience=event.audience,

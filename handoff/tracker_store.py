@@ -23,6 +23,8 @@ from rasa.shared.core.trackers import DialogueStateTracker
 from rasa.shared.nlu.constants import INTENT_NAME_KEY
 from sqlalchemy.engine import Engine, make_url
 
+from handoff.migrate import MIGRATION_LOCK
+
 logger = logging.getLogger(__name__)
 
 SQLITE_BUSY_TIMEOUT_MS = 10_000
@@ -66,7 +68,11 @@ class ThreadedSQLTrackerStore(SQLTrackerStore):
         # Deliberately not calling SQLTrackerStore.__init__: it retries a failing database
         # forever and builds its URL from parts; we take one URL and fail fast.
         self.engine = create_engine(database_url)
-        self.Base.metadata.create_all(self.engine)
+        with self.engine.begin() as connection:
+            if connection.dialect.name == "postgresql":
+                # Processes starting together create Rasa's table one after the other.
+                connection.execute(sa.select(sa.func.pg_advisory_xact_lock(MIGRATION_LOCK)))
+            self.Base.metadata.create_all(connection)
         self.sessionmaker = sa.orm.sessionmaker(bind=self.engine)
         TrackerStore.__init__(self, domain, None)
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import logging
 import uuid
+from collections.abc import Awaitable
 from typing import Any
 
 from sanic import Blueprint, Request
@@ -24,7 +25,7 @@ from handoff.protocol import (
 )
 from handoff.routing import HandoffReason
 from handoff.settings import Settings
-from handoff.store import Store
+from handoff.store import Event, Store
 
 logger = logging.getLogger(__name__)
 
@@ -64,10 +65,16 @@ async def user_socket(request: Request, ws: WebsocketImplProtocol) -> None:
         await _refuse(ws, ProtocolError("not_ready", str(error)), CLOSE_TRY_AGAIN_LATER)
         return
 
-    live = LiveConnection(ws, request.app.ctx.hub, [f"user:{conversation_id}"])
-    latest = await resume_from(
-        live, store, cursor, lambda after: store.user_events_after(conversation_id, after)
+    def fetch(after: int) -> Awaitable[list[Event]]:
+        return store.user_events_after(conversation_id, after)
+
+    live = LiveConnection(
+        ws,
+        request.app.ctx.hub,
+        [f"user:{conversation_id}"],
+        fetch if store.concurrent_writers else None,
     )
+    latest = await resume_from(live, store, cursor, fetch)
     stored = await store.conversation(conversation_id)
     await live.send_now(
         {

@@ -357,11 +357,21 @@ async def connect_agent(
 PASSWORD = "correct-horse-battery"
 
 
-def add_agent(server: RunningServer, username: str, name: str, role: str = "agent") -> None:
+def add_agent(
+    server: RunningServer,
+    username: str,
+    name: str,
+    role: str = "agent",
+    database_url: str | None = None,
+) -> None:
+    """Create an account in the server's database (``database_url`` if not its SQLite file)."""
     result = subprocess.run(
         [HANDOFF, "agents", "add", username, "--name", name, "--role", role, "--password-stdin"],
         input=PASSWORD + "\n",
-        env={**TEST_ENV, "HANDOFF_DATABASE_URL": f"sqlite:///{server.database_path}"},
+        env={
+            **TEST_ENV,
+            "HANDOFF_DATABASE_URL": database_url or f"sqlite:///{server.database_path}",
+        },
         capture_output=True,
         text=True,
         timeout=60,

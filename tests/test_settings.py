@@ -58,6 +58,12 @@ def test_overrides_of_none_are_ignored() -> None:
         ({"HANDOFF_MAX_MESSAGE_CHARS": "0"}, "max_message_chars"),
         ({"HANDOFF_DATABASE_URL": "handoff.db"}, "not a SQLAlchemy URL"),
         ({"HANDOFF_LOG_LEVEL": "loud"}, "log_level"),
+        ({"HANDOFF_REDIS_URL": "127.0.0.1:6379"}, "not a Redis URL"),
+        ({"HANDOFF_REDIS_URL": "redis://127.0.0.1:6379/0"}, "PostgreSQL"),
+        ({"HANDOFF_PROMOTION_MARGIN": "2"}, "promotion_margin"),
+        ({"HANDOFF_VERIFICATION_BAND": "-0.1"}, "verification_band"),
+        ({"HANDOFF_MODEL_POLL_SECONDS": "-1"}, "model_poll_seconds"),
+        ({"HANDOFF_REDACT_PATTERNS": "card-(\\d+"}, "HANDOFF_REDACT_PATTERNS"),
         ({"HANDOFF_CONFIG": "/nonexistent/handoff.toml"}, "does not exist"),
     ],
 )
@@ -104,3 +110,17 @@ def test_default_origins_are_the_server_itself() -> None:
 def test_bad_thresholds_are_refused(raw: str) -> None:
     with pytest.raises(SettingsError, match="HANDOFF_INTENT_THRESHOLDS"):
         load_settings(environ={"HANDOFF_INTENT_THRESHOLDS": raw})
+
+
+def test_learning_and_scale_out_settings() -> None:
+    settings = load_settings(
+        environ={
+            "HANDOFF_DATABASE_URL": "postgresql://handoff@db/handoff",
+            "HANDOFF_REDIS_URL": "redis://cache:6379/2",
+            "HANDOFF_REDACT_PATTERNS": "ACC-\\d{8}\nREF[0-9]+",
+            "HANDOFF_PROMOTION_MARGIN": "0.02",
+        }
+    )
+    assert settings.redis_url == "redis://cache:6379/2"
+    assert settings.redact_patterns == ("ACC-\\d{8}", "REF[0-9]+")
+    assert settings.promotion_margin == 0.02

@@ -3,39 +3,21 @@
 from __future__ import annotations
 
 import asyncio
-import os
-import uuid
 from collections.abc import Iterator
 
 import pytest
-import sqlalchemy as sa
 
 from handoff.migrate import upgrade
 from handoff.routing import AgentClaimed, HandoffReason, HandoffRequested, transition
 from handoff.store import ConcurrentUpdate, NewEvent, Store
-
-ADMIN_URL = os.environ.get("HANDOFF_TEST_POSTGRES_URL", "postgresql://postgres@127.0.0.1/postgres")
+from tests.postgres import fresh_database
 
 
 @pytest.fixture
 def postgres_url() -> Iterator[str]:
     """A new, empty database on the local PostgreSQL server, dropped afterwards."""
-    engine = sa.create_engine(ADMIN_URL, isolation_level="AUTOCOMMIT")
-    try:
-        with engine.connect() as connection:
-            connection.execute(sa.text("SELECT 1"))
-    except sa.exc.OperationalError as error:
-        engine.dispose()
-        pytest.skip(f"no PostgreSQL at {ADMIN_URL} (set HANDOFF_TEST_POSTGRES_URL): {error}")
-    name = f"handoff_test_{uuid.uuid4().hex[:12]}"
-    with engine.connect() as connection:
-        connection.execute(sa.text(f'CREATE DATABASE "{name}"'))
-    try:
-        yield str(sa.engine.make_url(ADMIN_URL).set(database=name))
-    finally:
-        with engine.connect() as connection:
-            connection.execute(sa.text(f'DROP DATABASE "{name}" WITH (FORCE)'))
-        engine.dispose()
+    with fresh_database() as url:
+        yield url
 
 
 async def test_store_on_postgresql(postgres_url: str) -> None:
