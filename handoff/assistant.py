@@ -214,7 +214,7 @@ def redis_lock_store(url: str, namespace: str) -> RedisLockStore:
         db=int(parts.path.lstrip("/") or 0),
         password=parts.password,
         use_ssl=parts.scheme == "rediss",
-        key_prefix=namespace,
+        key_prefix="".join(c for c in namespace if c.isalnum()) or None,  # Rasa: alphanumeric
     )
 
 

@@ -24,7 +24,7 @@ from handoff.assistant import AssistantHolder
 from handoff.candidates import handoff_candidates
 from handoff.hub import Hub, ephemeral_event
 from handoff.learning_store import LearningStore
-from handoff.locks import ConversationLocks
+from handoff.locks import ConversationLocks, RedisConversationLocks
 from handoff.presence import Presence
 from handoff.review import INTENT_NAME_PATTERN, INTENT_NAME_RULE
 from handoff.routing import (
@@ -131,6 +131,9 @@ class ConversationService:
         self.policy = policy
         self.presence = presence
         self.locks = locks or ConversationLocks()
+        self.shared = isinstance(self.locks, RedisConversationLocks)
+        """Other processes serve the same conversations: their tracker work is not in our
+        queue."""
         # The last queued Rasa tracker update of each conversation (see _in_tracker_order).
         self._tracker_tail: dict[str, asyncio.Task[None]] = {}
 
@@ -226,6 +229,9 @@ class ConversationService:
         assistant = await self.assistant.get()
         conversation = stored.conversation
         await self.tracker_caught_up(conversation.id)  # e.g. a resume after a hand-back
+        if self.shared and await assistant.is_paused(conversation.id):
+            # Handed back on another process (or by one that died) before Rasa heard of it.
+            await assistant.append_to_tracker(conversation.id, [ConversationResumed()])
         parse_data = await assistant.parse(message.text)
         decision = decide(parse_data, self.policy, stored.fallback_streak)
         ranking = _ranking(parse_data)
@@ -548,9 +554,7 @@ class ConversationService:
     ) -> None:
         async with self._lock(conversation_id):
             stored, after = await self._apply(agent, conversation_id, command)
-            # Awaited under the conversation lock: the next user message (maybe on another
-            # process) must find the Rasa conversation resumed.
-            await self._append_to_tracker(conversation_id, [ConversationResumed()])
+            self._append_to_tracker(conversation_id, [ConversationResumed()])
             _, events = await self.store.save_conversation(
                 stored,
                 after.conversation,
