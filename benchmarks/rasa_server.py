@@ -1,0 +1,109 @@
+"""Start and stop a plain ``rasa run`` REST server for a benchmark (free port, own work folder).
+
+The comparison point for ``handoff serve``: the same model behind Rasa's own REST channel
+(``POST /webhooks/rest/webhook``), no HTTP API (no ``--enable-api``), logging at WARNING like
+the benchmark's ``handoff serve``. Trackers go to a SQLite file by default, as ours do.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+BIN = Path(sys.executable).parent
+TRACKER_STORES = ("sqlite", "memory")
+START_TIMEOUT_S = 300.0
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def newest_model(path: Path) -> Path:
+    """``path`` itself if it is a file, else the newest ``*.tar.gz`` in it (as ``handoff
+    serve`` and ``rasa run`` choose)."""
+    if path.is_file():
+        return path
+    archives = sorted(path.glob("*.tar.gz"), key=lambda p: p.stat().st_mtime)
+    if not archives:
+        raise FileNotFoundError(f"no model archive in {path}; train one with `handoff train`")
+    return archives[-1]
+
+
+def endpoints_yaml(tracker_store: str, workdir: Path) -> str:
+    """The endpoints file: a SQLite tracker store in ``workdir``, or Rasa's in-memory one."""
+    if tracker_store == "memory":
+        return "# Rasa's default in-memory tracker store\n"
+    return f"tracker_store:\n  type: SQL\n  dialect: sqlite\n  db: {workdir / 'rasa-trackers.db'}\n"
+
+
+@contextmanager
+def running_rasa(model: Path, tracker_store: str = "sqlite") -> Iterator[str]:
+    """Yield the base URL of a ``rasa run`` serving ``model`` over REST; stop it afterwards."""
+    if tracker_store not in TRACKER_STORES:
+        raise ValueError(f"tracker_store must be one of {TRACKER_STORES}")
+    workdir = Path(tempfile.mkdtemp(prefix="rasa-bench-"))
+    (workdir / "credentials.yml").write_text("rest:\n")
+    (workdir / "endpoints.yml").write_text(endpoints_yaml(tracker_store, workdir))
+    port = free_port()
+    env = {
+        **os.environ,
+        "RASA_TELEMETRY_ENABLED": "false",
+        "TF_CPP_MIN_LOG_LEVEL": "2",
+        "SQLALCHEMY_SILENCE_UBER_WARNING": "1",
+    }
+    command = [
+        str(BIN / "rasa"),
+        "run",
+        "--model",
+        str(model),
+        "--interface",
+        "127.0.0.1",
+        "--port",
+        str(port),
+        "--credentials",
+        str(workdir / "credentials.yml"),
+        "--endpoints",
+        str(workdir / "endpoints.yml"),
+        "--quiet",
+    ]
+    print(
+        f"Starting `rasa run` on port {port} ({tracker_store} tracker store; loading the model)..."
+    )
+    started = time.perf_counter()
+    with (workdir / "rasa.log").open("wb") as log:
+        process = subprocess.Popen(
+            command, cwd=workdir, env=env, stdout=log, stderr=subprocess.STDOUT
+        )
+    base = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + START_TIMEOUT_S
+        while True:
+            if process.poll() is not None or time.monotonic() > deadline:
+                raise RuntimeError(f"rasa run did not start; see {workdir / 'rasa.log'}")
+            try:
+                with urllib.request.urlopen(f"{base}/webhooks/rest/", timeout=2) as response:
+                    if response.status == 200:
+                        break
+            except OSError:
+                pass
+            time.sleep(0.5)
+        print(f"rasa run ready after {time.perf_counter() - started:.1f} s")
+        yield base
+    finally:
+        process.terminate()
+        try:
+            process.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait(timeout=10)
