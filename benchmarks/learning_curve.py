@@ -14,8 +14,8 @@ a handoff), precision of those automated answers, out-of-scope recall (out-of-sc
 handed off), labels used and training time; next to the same numbers for a model trained on
 as many randomly chosen labels, and once for the ceiling (all training data).
 
-    .venv/bin/python -m benchmarks.learning_curve                     # 15-20 min, 2 vCPUs
-    .venv/bin/python -m benchmarks.learning_curve --pipeline sentence-encoder
+    .venv/bin/python -m benchmarks.learning_curve                     # ~11 min on 2 vCPUs
+    .venv/bin/python -m benchmarks.learning_curve --pipeline sentence-encoder   # ~14 min
     .venv/bin/python -m benchmarks.learning_curve --max-rounds 1 --epochs 5 --no-ceiling  # smoke
 
 Writes benchmarks/results/learning-curve-<pipeline>.json and .png (--out to change).
@@ -644,7 +644,7 @@ def build_parser() -> argparse.ArgumentParser:
         prog="python -m benchmarks.learning_curve",
         description=__doc__.split("\n\n")[0],
         epilog=(
-            "With the defaults it takes 15-20 minutes on 2 shared vCPUs (see "
+            "With the defaults it takes 11-14 minutes on 2 shared vCPUs (see "
             "docs/benchmarks.md). Models and training data go to a temporary folder, removed "
             "at the end unless --keep-work."
         ),

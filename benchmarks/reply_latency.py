@@ -261,9 +261,10 @@ def print_table(results: dict[str, Any]) -> None:
                 f"{name:<38} {row['messages']:>8} {row['median_ms']:>10.1f} {row['p90_ms']:>8.1f} "
                 f"{row['p99_ms']:>8.1f} {row['max_ms']:>8.1f} {rate}"
             )
+    note = "; bot-answered: the REST messages ours answered with the bot" if store else ""
     print(
         f"({results['handed_off']} websocket messages were handed off: their answer is the "
-        "notice; bot-answered: the REST messages our server answered with the bot)"
+        f"notice{note})"
     )
     for key, label in (
         ("overhead_rest", "REST, all messages"),
@@ -347,7 +348,8 @@ def main() -> int:
         print(f"Sending {args.messages} messages over {args.connections} conversation(s) to {url}")
         results: dict[str, Any] = asyncio.run(run(url, args.messages, args.connections))
         results["model"] = serving
-        print(f"... and over REST to {' and '.join(b + REST_PATH for b in bases)}, in turns")
+        turns = ", in turns" if len(bases) > 1 else ""
+        print(f"... and over REST to {' and '.join(b + REST_PATH for b in bases)}{turns}")
         runs, wall = run_rest(bases, args.messages, args.connections)
     # With `rasa run` each user alternates between the servers: the wall time is shared.
     results["rest"] = summarize(
