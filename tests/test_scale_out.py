@@ -114,7 +114,10 @@ async def test_user_on_one_process_and_agent_on_another_both_ways(cluster: Clust
 
     await agent.act("hand_back", conversation_id=user.conversation_id)
     await user.expect("handoff", status="handed_back", timeout=10)
-    assert await user.bot_texts("hello")  # the bot answers again, on process A
+    # The bot answers again, on process A (which may first resume the Rasa conversation:
+    # Rasa's lock polls once a second, so allow more than `say`'s quiet second).
+    await user.send({"type": "message", "id": "u2", "text": "hello"})
+    await user.expect("bot", timeout=30, in_reply_to="u2")
     await user.close()
     await agent.close()
 
