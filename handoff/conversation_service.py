@@ -57,6 +57,8 @@ from handoff.triggers import HandoffPolicy, decide, top_intent
 logger = logging.getLogger(__name__)
 
 TOP_INTENTS = 5
+SHARED_RESUME_WAIT_S = 5.0
+"""With several processes, how long a hand-back waits for Rasa's resume before going on."""
 
 
 class ActionError(Exception):
@@ -554,7 +556,11 @@ class ConversationService:
     ) -> None:
         async with self._lock(conversation_id):
             stored, after = await self._apply(agent, conversation_id, command)
-            self._append_to_tracker(conversation_id, [ConversationResumed()])
+            resumed = self._append_to_tracker(conversation_id, [ConversationResumed()])
+            if self.shared:
+                # The next user message may arrive on another process: let Rasa hear of the
+                # resume first (bounded: a dead process's Rasa lock ticket must not hold us).
+                await asyncio.wait([resumed], timeout=SHARED_RESUME_WAIT_S)
             _, events = await self.store.save_conversation(
                 stored,
                 after.conversation,
