@@ -8,25 +8,16 @@ the benchmark's ``handoff serve``. Trackers go to a SQLite file by default, as o
 from __future__ import annotations
 
 import os
-import socket
-import subprocess
 import sys
 import tempfile
-import time
-import urllib.request
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
+from benchmarks.server_process import free_port, serving_process
+
 BIN = Path(sys.executable).parent
 TRACKER_STORES = ("sqlite", "memory")
-START_TIMEOUT_S = 300.0
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def newest_model(path: Path) -> Path:
@@ -80,30 +71,6 @@ def running_rasa(model: Path, tracker_store: str = "sqlite") -> Iterator[str]:
     print(
         f"Starting `rasa run` on port {port} ({tracker_store} tracker store; loading the model)..."
     )
-    started = time.perf_counter()
-    with (workdir / "rasa.log").open("wb") as log:
-        process = subprocess.Popen(
-            command, cwd=workdir, env=env, stdout=log, stderr=subprocess.STDOUT
-        )
     base = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + START_TIMEOUT_S
-        while True:
-            if process.poll() is not None or time.monotonic() > deadline:
-                raise RuntimeError(f"rasa run did not start; see {workdir / 'rasa.log'}")
-            try:
-                with urllib.request.urlopen(f"{base}/webhooks/rest/", timeout=2) as response:
-                    if response.status == 200:
-                        break
-            except OSError:
-                pass
-            time.sleep(0.5)
-        print(f"rasa run ready after {time.perf_counter() - started:.1f} s")
+    with serving_process(command, f"{base}/webhooks/rest/", workdir, env, "rasa run", cwd=workdir):
         yield base
-    finally:
-        process.terminate()
-        try:
-            process.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait(timeout=10)

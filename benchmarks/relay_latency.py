@@ -301,7 +301,7 @@ def measure(
         **extra,
     }
     bases = [
-        stack.enter_context(running_server(args.port + n, args.model, server_env))[0]
+        stack.enter_context(running_server(args.port + n, args.model, server_env)).base
         for n in range(args.processes)
     ]
     results = asyncio.run(run(args, bases))

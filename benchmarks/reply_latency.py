@@ -331,7 +331,7 @@ def main() -> int:
                 "HANDOFF_USER_RATE_PER_SECOND": "1000",
                 "HANDOFF_USER_RATE_BURST": "1000",
             }
-            base, _ = stack.enter_context(running_server(args.port, model, no_rate_limit))
+            base = stack.enter_context(running_server(args.port, model, no_rate_limit)).base
             url = base.replace("http://", "ws://") + "/ws/user"
         base = (
             url.replace("ws://", "http://").replace("wss://", "https://").removesuffix("/ws/user")

@@ -1,9 +1,9 @@
 """The Rasa assistant as the server uses it: load a trained model, answer one user message.
 
 Thin I/O around ``rasa.core.agent.Agent``: loading runs in a worker thread (it takes tens of
-seconds of TensorFlow graph building), the tracker store is ours (see
-:mod:`handoff.tracker_store`), and Rasa's per-conversation lock serialises messages of one
-conversation.
+seconds of TensorFlow graph building), every call into Rasa runs on the Rasa thread (see
+:mod:`handoff.rasa_worker`), the tracker store is ours (see :mod:`handoff.tracker_store`), and
+Rasa's per-conversation lock serialises messages of one conversation.
 """
 
 from __future__ import annotations
@@ -22,6 +22,7 @@ from rasa.core.lock_store import LockStore, RedisLockStore
 from rasa.nlu.classifiers.fallback_classifier import THRESHOLD_KEY, FallbackClassifier
 from rasa.shared.core.events import Event
 
+from handoff.rasa_worker import RasaWorker, shared_worker
 from handoff.tracker_store import ThreadedSQLTrackerStore, unwrap_fail_safe
 
 logger = logging.getLogger(__name__)
@@ -60,9 +61,10 @@ class ModelInfo:
 class Assistant:
     """A loaded Rasa agent plus the tracker store it writes to. Build with :meth:`load`."""
 
-    def __init__(self, agent: Agent, info: ModelInfo) -> None:
+    def __init__(self, agent: Agent, info: ModelInfo, worker: RasaWorker | None = None) -> None:
         self.agent = agent
         self.info = info
+        self.worker = worker or shared_worker()
 
     @classmethod
     async def load(
@@ -118,22 +120,25 @@ class Assistant:
         input_channel: str,
         message_id: str | None = None,
         metadata: dict[str, Any] | None = None,
+        parse_data: dict[str, Any] | None = None,
     ) -> list[dict[str, Any]]:
         """Run one user message through Rasa and return the bot's messages, in order.
 
         Each message is a dict with ``text`` and optionally ``buttons``, ``image``, ``custom``.
+        ``parse_data``: the message's :meth:`parse` result, if the caller has it (NLU is then
+        not run again).
         """
         collector = CollectingOutputChannel()
-        await self.agent.handle_message(
-            UserMessage(
-                text=text,
-                output_channel=collector,
-                sender_id=conversation_id,
-                input_channel=input_channel,
-                message_id=message_id,
-                metadata=metadata,
-            )
+        message = UserMessage(
+            text=text,
+            output_channel=collector,
+            sender_id=conversation_id,
+            input_channel=input_channel,
+            message_id=message_id,
+            metadata=metadata,
+            parse_data=parse_data,
         )
+        await self.worker.run(self.agent.handle_message(message))
         return [
             {key: value for key, value in message.items() if key != "recipient_id"}
             for message in collector.messages
@@ -141,7 +146,7 @@ class Assistant:
 
     async def parse(self, text: str) -> dict[str, Any]:
         """NLU only: intent, intent_ranking, entities. Stores nothing."""
-        parsed: dict[str, Any] = await self.agent.parse_message(text)
+        parsed: dict[str, Any] = await self.worker.run(self.agent.parse_message(text))
         return parsed
 
     async def log_without_answer(
@@ -153,11 +158,12 @@ class Assistant:
         message_id: str | None = None,
         metadata: dict[str, Any] | None = None,
         then: Sequence[Event] = (),
+        parse_data: dict[str, Any] | None = None,
     ) -> dict[str, Any]:
         """Parse and log a user message in the tracker without predicting a bot answer
         (as Rasa does in a paused conversation); append ``then`` events after it.
-        Returns the message's parse data (with ``intent_ranking``)."""
-        assert self.agent.processor is not None
+        Returns the message's parse data (with ``intent_ranking``); ``parse_data`` as in
+        :meth:`respond`."""
         message = UserMessage(
             text=text,
             output_channel=CollectingOutputChannel(),
@@ -165,7 +171,15 @@ class Assistant:
             input_channel=input_channel,
             message_id=message_id,
             metadata=metadata,
+            parse_data=parse_data,
         )
+        return await self.worker.run(self._log_without_answer(message, then))
+
+    async def _log_without_answer(
+        self, message: UserMessage, then: Sequence[Event]
+    ) -> dict[str, Any]:
+        assert self.agent.processor is not None
+        conversation_id = message.sender_id
         async with self.agent.lock_store.lock(conversation_id):
             tracker = await self.agent.processor.log_message(message, should_save_tracker=False)
             for event in then:
@@ -175,6 +189,9 @@ class Assistant:
 
     async def append_to_tracker(self, conversation_id: str, events: Sequence[Event]) -> None:
         """Append Rasa events (e.g. ``ConversationPaused``, ``BotUttered``) to a conversation."""
+        await self.worker.run(self._append_to_tracker(conversation_id, events))
+
+    async def _append_to_tracker(self, conversation_id: str, events: Sequence[Event]) -> None:
         assert self.agent.processor is not None
         async with self.agent.lock_store.lock(conversation_id):
             tracker = await self.agent.processor.fetch_tracker_and_update_session(
@@ -186,7 +203,7 @@ class Assistant:
 
     async def is_paused(self, conversation_id: str) -> bool:
         assert self.agent.processor is not None
-        tracker = await self.agent.processor.get_tracker(conversation_id)
+        tracker = await self.worker.run(self.agent.processor.get_tracker(conversation_id))
         return bool(tracker.is_paused())
 
     def intent_names(self) -> list[str]:

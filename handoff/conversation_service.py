@@ -245,6 +245,7 @@ class ConversationService:
                 message.text,
                 input_channel=channel,
                 message_id=client_id,
+                parse_data=parse_data,
             )
             for reply in replies:
                 _, _, events = await self.store.add_message(
@@ -271,6 +272,7 @@ class ConversationService:
             input_channel=channel,
             message_id=client_id,
             then=[ConversationPaused()],
+            parse_data=parse_data,
         )
         queued, _ = transition(
             dataclasses.replace(conversation, state=state_after, agent_id=None),

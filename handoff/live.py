@@ -109,7 +109,8 @@ class LiveConnection:
             await self._send_event(stored)
 
     async def run(self, on_overflow: Callable[[], Awaitable[None]]) -> None:
-        """Send until the connection closes."""
+        """Send until the connection closes. Each wake-up sends everything queued by then, so
+        a busy connection costs one loop round per burst, not per frame."""
         try:
             while True:
                 direct = asyncio.ensure_future(self._direct.get())
@@ -124,8 +125,12 @@ class LiveConnection:
                             task.cancel()
                 if direct in done:
                     await self.send_now(direct.result())
+                while not self._direct.empty():
+                    await self.send_now(self._direct.get_nowait())
                 if live in done:
                     await self._deliver(live.result())
+                while not self.subscription.queue.empty():
+                    await self._deliver(self.subscription.queue.get_nowait())
                 if self.subscription.overflowed:
                     self.subscription.overflowed = False
                     await on_overflow()

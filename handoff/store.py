@@ -11,14 +11,14 @@ from __future__ import annotations
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, cast
 
 import sqlalchemy as sa
 from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
-from sqlalchemy.pool import AsyncAdaptedQueuePool
 
 from handoff import schema
+from handoff.inline_sqlite import inline_sqlite_engine
 from handoff.routing import Conversation, State
 
 SQLITE_BUSY_TIMEOUT_S = 10.0
@@ -126,6 +126,33 @@ def _event(row: Any) -> Event:
     return Event(**{column.name: row._mapping[column.name] for column in schema.events.c})
 
 
+# Statements on the relay path, built once: building and cache-keying a statement with its
+# values inlined cost more than running it on SQLite. Parameters are passed at execution.
+_SELECT_CONVERSATION = schema.conversations.select().where(
+    schema.conversations.c.id == sa.bindparam("b_conversation_id")
+)
+_SELECT_MESSAGE_BY_CLIENT_ID = schema.messages.select().where(
+    schema.messages.c.conversation_id == sa.bindparam("b_conversation_id"),
+    schema.messages.c.sender == sa.bindparam("b_sender"),
+    schema.messages.c.client_message_id == sa.bindparam("b_client_message_id"),
+)
+_INSERT_MESSAGE = schema.messages.insert()
+_INSERT_EVENT = schema.events.insert()
+_SET_INTENT_RANKING = (
+    schema.messages.update()
+    .where(schema.messages.c.id == sa.bindparam("b_message_id"))
+    .values(intent_ranking=sa.bindparam("b_ranking"))
+)
+_MARK_FIRST_AGENT_REPLY = (
+    schema.handoffs.update()
+    .where(
+        schema.handoffs.c.id == sa.bindparam("b_handoff_id"),
+        schema.handoffs.c.first_agent_reply_at.is_(None),
+    )
+    .values(first_agent_reply_at=sa.bindparam("b_at"))
+)
+
+
 class Store:
     """The repository. Open with :meth:`open`, close with :meth:`close`."""
 
@@ -135,29 +162,13 @@ class Store:
     @classmethod
     async def open(cls, database_url: str) -> Store:
         """Connect (the schema must be migrated already: see :mod:`handoff.migrate`)."""
-        url = async_url(database_url)
-        if url.startswith("sqlite"):
-            # One connection: SQLite has one writer at a time anyway, and several connections
-            # of ours would wait on each other in SQLite's busy handler (tens of ms each).
-            engine = create_async_engine(
-                url,
-                connect_args={"timeout": SQLITE_BUSY_TIMEOUT_S},
-                poolclass=AsyncAdaptedQueuePool,
-                pool_size=1,
-                max_overflow=0,
-                pool_timeout=SQLITE_BUSY_TIMEOUT_S,
-            )
-
-            @sa.event.listens_for(engine.sync_engine, "connect")
-            def _pragmas(dbapi_connection: Any, _record: Any) -> None:
-                cursor = dbapi_connection.cursor()
-                cursor.execute("PRAGMA journal_mode=WAL")
-                cursor.execute("PRAGMA synchronous=NORMAL")
-                cursor.execute(f"PRAGMA busy_timeout={int(SQLITE_BUSY_TIMEOUT_S * 1000)}")
-                cursor.execute("PRAGMA foreign_keys=ON")
-                cursor.close()
-        else:
-            engine = create_async_engine(url, pool_pre_ping=True)
+        if make_url(database_url).get_backend_name() == "sqlite":
+            # One connection, used inline on the loop (see handoff.inline_sqlite): SQLite has
+            # one writer at a time anyway, and several connections of ours would wait on each
+            # other in SQLite's busy handler (milliseconds each).
+            inline = inline_sqlite_engine(database_url, SQLITE_BUSY_TIMEOUT_S)
+            return cls(cast(AsyncEngine, inline))
+        engine = create_async_engine(async_url(database_url), pool_pre_ping=True)
         return cls(engine)
 
     async def close(self) -> None:
@@ -385,28 +396,30 @@ class Store:
         is written and the earlier message comes back with ``created=False``.
         """
         now = time.time()
-        if client_message_id is not None:
-            existing = await self._message_by_client_id(conversation_id, sender, client_message_id)
-            if existing:
-                return existing, False, []
         async with self.engine.begin() as db:
-            try:
-                result = await db.execute(
-                    schema.messages.insert().values(
-                        conversation_id=conversation_id,
-                        handoff_id=handoff_id,
-                        sender=sender,
-                        agent_id=agent_id,
-                        client_message_id=client_message_id,
-                        text=text,
-                        response_name=response_name,
-                        created_at=now,
-                    )
+            if client_message_id is not None:
+                existing = await _message_by_client_id(
+                    db, conversation_id, sender, client_message_id
                 )
+                if existing:
+                    return existing, False, []
+            values: dict[str, Any] = {
+                "conversation_id": conversation_id,
+                "handoff_id": handoff_id,
+                "sender": sender,
+                "agent_id": agent_id,
+                "client_message_id": client_message_id,
+                "text": text,
+                "intent_ranking": None,
+                "response_name": response_name,
+                "created_at": now,
+            }
+            try:
+                result = await db.execute(_INSERT_MESSAGE, values)
             except sa.exc.IntegrityError:
                 existing = None
             else:
-                message_id = result.inserted_primary_key[0]
+                message_id = int(result.inserted_primary_key[0])
                 enriched = [
                     NewEvent(
                         e.audience,
@@ -418,13 +431,8 @@ class Store:
                     for e in events
                 ]
                 written = [await _append_event(db, event, now) for event in enriched]
-                row = (
-                    await db.execute(
-                        schema.messages.select().where(schema.messages.c.id == message_id)
-                    )
-                ).one()
-                return _message(row), True, written
-        # Lost a race against the same client id: return the stored one.
+                return Message(id=message_id, **values), True, written
+        # Lost a race against the same client id (another process): return the stored one.
         assert client_message_id is not None
         stored = await self._message_by_client_id(conversation_id, sender, client_message_id)
         assert stored is not None
@@ -438,14 +446,8 @@ class Store:
     async def _message_by_client_id(
         self, conversation_id: str, sender: str, client_message_id: str
     ) -> Message | None:
-        query = schema.messages.select().where(
-            schema.messages.c.conversation_id == conversation_id,
-            schema.messages.c.sender == sender,
-            schema.messages.c.client_message_id == client_message_id,
-        )
         async with self.engine.connect() as db:
-            row = (await db.execute(query)).first()
-        return _message(row) if row else None
+            return await _message_by_client_id(db, conversation_id, sender, client_message_id)
 
     async def set_intent_ranking(
         self, message_id: int, ranking: list[dict[str, Any]], events: Sequence[NewEvent] = ()
@@ -453,9 +455,7 @@ class Store:
         now = time.time()
         async with self.engine.begin() as db:
             await db.execute(
-                schema.messages.update()
-                .where(schema.messages.c.id == message_id)
-                .values(intent_ranking=ranking)
+                _SET_INTENT_RANKING, {"b_message_id": message_id, "b_ranking": ranking}
             )
             return [await _append_event(db, event, now) for event in events]
 
@@ -490,14 +490,7 @@ class Store:
     async def mark_first_agent_reply(self, handoff_id: int, at: float) -> None:
         """Record the time of a handoff's first agent reply (later calls change nothing)."""
         async with self.engine.begin() as db:
-            await db.execute(
-                schema.handoffs.update()
-                .where(
-                    schema.handoffs.c.id == handoff_id,
-                    schema.handoffs.c.first_agent_reply_at.is_(None),
-                )
-                .values(first_agent_reply_at=at)
-            )
+            await db.execute(_MARK_FIRST_AGENT_REPLY, {"b_handoff_id": handoff_id, "b_at": at})
 
     async def queue(self) -> list[QueuedConversation]:
         """Queued conversations, oldest first, each with its last user message (two queries)."""
@@ -588,14 +581,22 @@ async def _exists(db: AsyncConnection, conversation_id: str) -> bool:
 
 
 async def _load_conversation(db: AsyncConnection, conversation_id: str) -> StoredConversation:
-    row = (
-        await db.execute(
-            schema.conversations.select().where(schema.conversations.c.id == conversation_id)
-        )
-    ).first()
+    row = (await db.execute(_SELECT_CONVERSATION, {"b_conversation_id": conversation_id})).first()
     if row is None:
         return StoredConversation(Conversation(conversation_id), 0, None, 0, 0.0)
     return _stored(row)
+
+
+async def _message_by_client_id(
+    db: AsyncConnection, conversation_id: str, sender: str, client_message_id: str
+) -> Message | None:
+    parameters = {
+        "b_conversation_id": conversation_id,
+        "b_sender": sender,
+        "b_client_message_id": client_message_id,
+    }
+    row = (await db.execute(_SELECT_MESSAGE_BY_CLIENT_ID, parameters)).first()
+    return _message(row) if row else None
 
 
 def _stored(row: Any) -> StoredConversation:
@@ -624,14 +625,15 @@ async def _append_event(db: AsyncConnection, event: NewEvent, now: float) -> Eve
         # can never skip one that commits late. (SQLite has one writer anyway.)
         await db.execute(sa.select(sa.func.pg_advisory_xact_lock(EVENT_ORDER_LOCK)))
     result = await db.execute(
-        schema.events.insert().values(
-            audience=event.audience,
-            conversation_id=event.conversation_id,
-            agent_id=event.agent_id,
-            type=event.type,
-            payload=event.payload,
-            created_at=now,
-        )
+        _INSERT_EVENT,
+        {
+            "audience": event.audience,
+            "conversation_id": event.conversation_id,
+            "agent_id": event.agent_id,
+            "type": event.type,
+            "payload": event.payload,
+            "created_at": now,
+        },
     )
     return Event(
         id=int(result.inserted_primary_key[0]),

@@ -31,6 +31,21 @@ SQLITE_BUSY_TIMEOUT_MS = 10_000
 """How long a SQLite writer waits for another one before failing ("database is locked")."""
 
 
+def tracker_database_url(database_url: str) -> str:
+    """Where Rasa's trackers live, given our database's URL.
+
+    PostgreSQL: the same database. SQLite: a file of its own beside ours (``handoff.db`` ->
+    ``handoff-rasa.db``), because our store runs inline on the event loop (see
+    :mod:`handoff.inline_sqlite`) and must never wait in SQLite's busy handler for Rasa's
+    writes, which come from other threads. In-memory SQLite stays as it is.
+    """
+    url = make_url(database_url)
+    if url.get_backend_name() != "sqlite" or not url.database or url.database == ":memory:":
+        return database_url
+    path = Path(url.database)
+    return str(url.set(database=str(path.with_name(f"{path.stem}-rasa{path.suffix}"))))
+
+
 def create_engine(database_url: str) -> Engine:
     """Create a synchronous engine; for SQLite: the folder, WAL mode and a busy timeout."""
     url = make_url(database_url)
@@ -52,6 +67,7 @@ def create_engine(database_url: str) -> Engine:
     def _configure_sqlite(dbapi_connection: Any, _record: Any) -> None:
         cursor = dbapi_connection.cursor()
         cursor.execute("PRAGMA journal_mode=WAL")
+        cursor.execute("PRAGMA synchronous=NORMAL")  # as our store: shorter write locks
         cursor.execute(f"PRAGMA busy_timeout={SQLITE_BUSY_TIMEOUT_MS}")
         cursor.close()
 

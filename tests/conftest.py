@@ -120,6 +120,11 @@ class RunningServer:
     def log_tail(self, chars: int = 4000) -> str:
         return self.log_path.read_text(errors="replace")[-chars:]
 
+    @property
+    def tracker_database_path(self) -> Path:
+        """The SQLite file of Rasa's trackers (beside ours: see handoff.tracker_store)."""
+        return self.database_path.with_name(f"{self.database_path.stem}-rasa.db")
+
 
 def start_server(
     model: Path, workdir: Path, extra_env: dict[str, str] | None = None, port: int | None = None

@@ -66,7 +66,7 @@ async def claim(agent: AgentClient, user: UserClient) -> dict[str, Any]:
 
 
 def tracker_events(server: RunningServer, conversation_id: str) -> list[tuple[str, dict]]:
-    with sqlite3.connect(server.database_path) as db:
+    with sqlite3.connect(server.tracker_database_path) as db:
         rows = db.execute(
             "SELECT type_name, data FROM events WHERE sender_id = ? ORDER BY id", (conversation_id,)
         ).fetchall()

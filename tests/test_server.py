@@ -86,7 +86,7 @@ async def test_form_fills_slots_across_turns_and_is_stored(server: RunningServer
         assert any("debit" in reply for reply in replies), replies
     finally:
         await user.close()
-    with sqlite3.connect(server.database_path) as db:
+    with sqlite3.connect(server.tracker_database_path) as db:
         rows = db.execute(
             "SELECT type_name, intent_name FROM events WHERE sender_id = ? ORDER BY id",
             (user.conversation_id,),
@@ -140,7 +140,7 @@ async def test_malformed_frames_get_an_error_and_the_connection_keeps_working(
         assert_is_response(replies[0], "utter_greet")
     finally:
         await user.close()
-    with sqlite3.connect(server.database_path) as db:
+    with sqlite3.connect(server.tracker_database_path) as db:
         user_events = db.execute(
             "SELECT COUNT(*) FROM events WHERE sender_id = ? AND type_name = 'user'",
             (user.conversation_id,),
