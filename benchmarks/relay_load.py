@@ -6,14 +6,18 @@ in steps (--levels, default 100, 500 and 1,000 conversations). At each level eve
 conversation sends --rate messages per second (default 1) for --duration seconds; the agent
 that claimed it answers each message at once. Measured, matched by message: user send -> agent
 receive, agent send -> user receive, and user send -> the agent receives the model's intent
-guesses for it ("NLU lag": Rasa parses relayed messages after relaying them). After a step it
-waits for every answer and guess until nothing has arrived for --stall seconds ("drain" is how
-long that took after the last send): what is missing then is lost, and the next step starts on
-an idle server. The server's resident memory is read after each level's conversations open.
+guesses for it ("NLU lag": Rasa parses relayed messages after relaying them). A step whose
+server falls behind stops sending early, once a message or reply has waited --overload-s
+seconds for delivery (column "sent", marked *): the backlog of an overloaded server only grows,
+and every message sent is still checked. After a step it waits for every answer and guess
+until nothing has arrived for --stall seconds ("drain" is how long that took after the last
+send): what is missing then is lost, and the next step starts on an idle server. The server's
+resident memory is read after each level's conversations open.
 
-Then it searches for the highest sustained rate: the most conversations, at --rate each, whose
+It also searches for the highest sustained rate: the most conversations, at --rate each, whose
 p99 stays within --p99-limit-ms (default 100) in both directions with nothing lost, by
-bisection between the levels (--search-steps rounds, on conversations already open).
+bisection (--search-steps rounds, on conversations already open) below the first level that
+fails, right after it.
 
     .venv/bin/python -m benchmarks.relay_load
 
@@ -34,7 +38,7 @@ import subprocess
 import sys
 import time
 import uuid
-from collections import Counter
+from collections import Counter, OrderedDict
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -79,8 +83,16 @@ class Phase:
     token_of_message: dict[int, str] = field(default_factory=dict)
     replies_due: int = 0
     generator_cpu: float = 0.0
+    closed_connections: int = 0
     backlog_s: float = 0.0
     """How long after the last send the last answer and intent guess arrived."""
+    unanswered: OrderedDict[str, float] = field(default_factory=OrderedDict)
+    """Sent user messages not yet at their agent and replies not yet at their user, oldest
+    first (insertion order is send order)."""
+    sending_s: float = 0.0
+    """How long the users sent; shorter than asked when the step was cut off."""
+    cut_off: bool = False
+    """The step stopped sending early: a message waited longer than the overload limit."""
 
 
 class Load:
@@ -105,6 +117,7 @@ class Load:
                 origin=self.base,  # type: ignore[arg-type]
                 extra_headers={"Authorization": f"Bearer {token}"},
                 max_queue=None,
+                ping_interval=None,  # an overloaded server must not cost the measurement
             )
             hello = json.loads(await ws.recv())
             assert hello["type"] == "hello", hello
@@ -139,9 +152,11 @@ class Load:
         if phase.agent_seen[token] > 1:
             return
         phase.to_agent.append(self._since(token))
+        phase.unanswered.pop(token, None)
         phase.token_of_message[frame["message"]["message_id"]] = token
         reply = "re:" + token
         phase.sent_at[reply] = time.perf_counter()
+        phase.unanswered[reply] = phase.sent_at[reply]
         await ws.send(
             json.dumps(
                 {
@@ -165,6 +180,7 @@ class Load:
                         phase.user_seen[text] += 1
                         if phase.user_seen[text] == 1:
                             phase.to_user.append(self._since(text))
+                            phase.unanswered.pop(text, None)
                 elif frame.get("type") in ("ready", "handoff", "error"):
                     queue.put_nowait(frame)
 
@@ -185,7 +201,7 @@ class Load:
 
     async def open_conversation(self) -> None:
         """A user connects, asks for a person and is claimed by the next agent."""
-        ws = await connect(f"{self.ws_base}/ws/user", max_queue=None)
+        ws = await connect(f"{self.ws_base}/ws/user", max_queue=None, ping_interval=None)
         ready = json.loads(await ws.recv())
         assert ready["type"] == "ready", ready
         conversation_id = ready["conversation_id"]
@@ -215,13 +231,16 @@ class Load:
 
         await asyncio.gather(*(one() for _ in range(count - len(self.users))))
 
-    async def run_phase(self, active: int, rate: float, duration: float, stall: float) -> Phase:
-        """``active`` conversations send ``rate`` msg/s each for ``duration`` s. Then wait for
-        every answer and intent guess, until nothing has arrived for ``stall`` s: what is
-        missing then is lost, and the next step starts on an idle server."""
+    async def run_phase(
+        self, active: int, rate: float, duration: float, stall: float, overload_s: float
+    ) -> Phase:
+        """``active`` conversations send ``rate`` msg/s each for ``duration`` s, or until a
+        message or reply has waited ``overload_s`` for delivery (an overloaded server: going
+        on would only grow the backlog). Then wait for every answer and intent guess, until
+        nothing has arrived for ``stall`` s: what is missing then is lost, and the next step
+        starts on an idle server."""
         phase = Phase(active=active)
         per_user = max(1, round(duration * rate))
-        phase.replies_due = active * per_user
         self.phase = phase
         self.step += 1
         spread = random.Random(self.step)
@@ -231,26 +250,43 @@ class Load:
             for number in range(per_user):
                 due = start + offset + number / rate
                 await asyncio.sleep(max(0.0, due - time.perf_counter()))
+                if phase.cut_off:
+                    return
                 token = f"s{self.step}-c{index}-m{number}"
                 now = time.perf_counter()
                 phase.send_lag.append((now - due) * 1000)
                 phase.sent_at[token] = now
-                await ws.send(
-                    json.dumps({"type": "message", "id": uuid.uuid4().hex, "text": token})
-                )
+                phase.unanswered[token] = now
+                phase.replies_due += 1
+                try:
+                    await ws.send(
+                        json.dumps({"type": "message", "id": uuid.uuid4().hex, "text": token})
+                    )
+                except ConnectionClosed:  # the server dropped us: the rest counts as lost
+                    phase.closed_connections += 1
+                    return
+
+        async def watch_overload() -> None:
+            while True:
+                await asyncio.sleep(0.1)
+                oldest = next(iter(phase.unanswered.values()), None)
+                if oldest is not None and time.perf_counter() - oldest > overload_s:
+                    phase.cut_off = True
+                    return
 
         cpu_before = time.process_time()
         wall_before = time.perf_counter()
+        watchdog = asyncio.create_task(watch_overload())
         await asyncio.gather(
             *(
                 user(index, ws, spread.uniform(0, 1 / rate))
                 for index, (_, ws) in enumerate(self.users[:active])
             )
         )
-        phase.generator_cpu = (time.process_time() - cpu_before) / (
-            time.perf_counter() - wall_before
-        )
+        watchdog.cancel()
         sent = time.perf_counter()
+        phase.sending_s = max(0.0, sent - start)
+        phase.generator_cpu = (time.process_time() - cpu_before) / (sent - wall_before)
         progress, last_change = -1, time.perf_counter()
         while time.perf_counter() - last_change < stall:
             arrived = len(phase.to_user) + len(phase.intents_lag)
@@ -282,12 +318,15 @@ def phase_result(phase: Phase, rate: float, limit_ms: float) -> dict[str, Any]:
         "intents_lag": summary(phase.intents_lag),
         "send_lag": summary(phase.send_lag),
         "messages": len(user_tokens),
+        "sending_s": round(phase.sending_s, 1),
+        "cut_off_overloaded": phase.cut_off,
         "lost_to_agent": sum(1 for t in user_tokens if phase.agent_seen[t] == 0),
         "duplicated_to_agent": sum(1 for t in user_tokens if phase.agent_seen[t] > 1),
         "lost_to_user": sum(1 for t in user_tokens if phase.user_seen["re:" + t] == 0),
         "duplicated_to_user": sum(1 for t in user_tokens if phase.user_seen["re:" + t] > 1),
         "generator_cpu": round(phase.generator_cpu, 3),
         "backlog_s": round(phase.backlog_s, 1),
+        "closed_connections": phase.closed_connections,
     }
     nothing_lost = not any(result[k] for k in ("lost_to_agent", "lost_to_user"))
     within = all(
@@ -309,6 +348,7 @@ def print_row(result: dict[str, Any]) -> None:
     duplicated = result["duplicated_to_agent"] + result["duplicated_to_user"]
     print(
         f"{result['conversations']:>6} {result['offered_msgs_per_s']:>7.0f} "
+        f"{result['sending_s']:>5.0f}{'*' if result['cut_off_overloaded'] else ' '} "
         f"{cell('user_to_agent')} {cell('agent_to_user')} "
         f"{result['intents_lag'].get('median_ms', float('nan')):>8.0f} "
         f"{result['backlog_s']:>6.0f} {lost:>5} {duplicated:>4} "
@@ -319,7 +359,7 @@ def print_row(result: dict[str, Any]) -> None:
 
 
 HEADER = (
-    f"{'convs':>6} {'msg/s':>7} {'u>a med':>8} {'p99':>8} {'max':>8} "
+    f"{'convs':>6} {'msg/s':>7} {'sent':>6} {'u>a med':>8} {'p99':>8} {'max':>8} "
     f"{'a>u med':>8} {'p99':>8} {'max':>8} {'NLU lag':>8} {'drain':>6} {'lost':>5} {'dup':>4} "
     f"{'gen':>6} {'ok':>4}"
 )
@@ -372,7 +412,7 @@ async def measure(
     await load.connect_agents(tokens)
     # Warm up the bot turn and the relay path before the memory baseline.
     await load.open_until(2)
-    await load.run_phase(2, args.rate, 2, args.stall)
+    await load.run_phase(2, args.rate, 2, args.stall, args.overload_s)
     await asyncio.sleep(1)
     baseline_rss = rss_bytes(pid)
     print(f"{args.agents} agents connected; server RSS {baseline_rss / MIB:.0f} MiB", flush=True)
@@ -380,11 +420,27 @@ async def measure(
     print(HEADER, flush=True)
 
     async def step(active: int) -> dict[str, Any]:
-        phase = await load.run_phase(active, args.rate, args.duration, args.stall)
+        phase = await load.run_phase(active, args.rate, args.duration, args.stall, args.overload_s)
         result = phase_result(phase, args.rate, args.p99_limit_ms)
         print_row(result)
         return result
 
+    async def search(low: int, high: int) -> tuple[int, int]:
+        """Bisect between a sustained and a failing count of conversations."""
+        for _ in range(args.search_steps):
+            if high - low <= args.resolution:
+                break
+            middle = (low + high) // 2
+            print(f"-- search: {middle} conversations", flush=True)
+            result = await step(middle)
+            results["search"].append(result)
+            if result["sustained"]:
+                low = middle
+            else:
+                high = middle
+        return low, high
+
+    low, high = max(args.levels), None  # every level sustained unless one fails
     for level in args.levels:
         started = time.perf_counter()
         await load.open_until(level)
@@ -403,24 +459,15 @@ async def measure(
             f"{memory['kib_per_conversation']:.0f} KiB per conversation",
             flush=True,
         )
-        results["levels"].append(await step(level))
+        result = await step(level)
+        results["levels"].append(result)
+        if not result["sustained"] and high is None:
+            # The first level that fails: search below it now, before the bigger levels
+            # leave hundreds of idle conversations (and their memory) on the server.
+            high = level
+            low = max((r["conversations"] for r in results["levels"] if r["sustained"]), default=0)
+            low, high = await search(low, high)
 
-    # Bisection for the highest sustained load (in conversations at --rate each).
-    passed = [r["conversations"] for r in results["levels"] if r["sustained"]]
-    failed = [r["conversations"] for r in results["levels"] if not r["sustained"]]
-    low = max(passed, default=0)
-    high = min((c for c in failed if c > low), default=None)
-    for _ in range(args.search_steps):
-        if high is None or high - low <= args.resolution:
-            break
-        middle = (low + high) // 2
-        print(f"-- search: {middle} conversations", flush=True)
-        result = await step(middle)
-        results["search"].append(result)
-        if result["sustained"]:
-            low = middle
-        else:
-            high = middle
     results["sustained_conversations"] = low
     results["sustained_msgs_per_s"] = low * args.rate
     results["first_failing_conversations"] = high
@@ -432,7 +479,7 @@ async def measure(
 def main() -> int:
     parser = argparse.ArgumentParser(
         description=__doc__.split("\n\n")[0],
-        epilog="Takes about 20 minutes with the defaults on 2 cores.",
+        epilog="Takes about 15 minutes with the defaults on 2 cores.",
     )
     parser.add_argument(
         "--levels",
@@ -450,20 +497,42 @@ def main() -> int:
         help="after a step, wait for answers and intent guesses until none came for this "
         "long (30 s); what is missing then counts as lost",
     )
-    parser.add_argument("--p99-limit-ms", type=float, default=100.0)
-    parser.add_argument("--search-steps", type=int, default=3, help="bisection rounds (3)")
-    parser.add_argument("--resolution", type=int, default=25, help="search to N conversations")
+    parser.add_argument(
+        "--overload-s",
+        type=float,
+        default=3,
+        help="stop a step's sending once a message or reply has waited this long for "
+        "delivery (3 s); what was sent is still checked",
+    )
+    parser.add_argument(
+        "--p99-limit-ms",
+        type=float,
+        default=100.0,
+        help="sustained means p99 within this in both directions, nothing lost (100)",
+    )
+    parser.add_argument("--search-steps", type=int, default=4, help="bisection rounds (4)")
+    parser.add_argument(
+        "--resolution", type=int, default=10, help="stop the search within N conversations (10)"
+    )
     parser.add_argument("--port", type=int, default=5124)
     parser.add_argument("--model", type=Path, default=ROOT / "models")
     parser.add_argument("--json", type=Path, help="write the results as JSON here")
     args = parser.parse_args()
     if min(args.levels) < 1 or args.agents < 1 or args.rate <= 0 or args.duration <= 0:
         parser.error("levels and --agents must be at least 1; --rate and --duration positive")
+    if args.overload_s <= 0 or args.stall <= 0 or args.search_steps < 0 or args.resolution < 1:
+        parser.error(
+            "--overload-s and --stall must be positive, --search-steps at least 0, "
+            "--resolution at least 1"
+        )
 
     server_env = {
         "HANDOFF_USER_RATE_BURST": "1000",
         "HANDOFF_AGENT_RATE_PER_SECOND": "100000",
         "HANDOFF_AGENT_RATE_BURST": "100000",
+        # Overloaded steps (500, 1,000) lag the server's loop by tens of seconds: with the
+        # default 20 s keepalive it would drop the connections being measured.
+        "HANDOFF_WEBSOCKET_PING_TIMEOUT": "600",
     }
     limit = resource.getrlimit(resource.RLIMIT_NOFILE)
     wanted = max(args.levels) + args.agents + 256

@@ -54,7 +54,7 @@ def create_app(settings: Settings) -> Sanic:
     app.config.REQUEST_MAX_SIZE = MAX_REST_BODY_BYTES
     app.config.WEBSOCKET_MAX_SIZE = WEBSOCKET_MAX_SIZE
     app.config.WEBSOCKET_PING_INTERVAL = 20
-    app.config.WEBSOCKET_PING_TIMEOUT = 20
+    app.config.WEBSOCKET_PING_TIMEOUT = settings.websocket_ping_timeout
     app.ctx.settings = settings
     app.ctx.assistant = AssistantHolder()
     app.ctx.hub = Hub()

@@ -23,7 +23,7 @@ from rasa.nlu.classifiers.fallback_classifier import THRESHOLD_KEY, FallbackClas
 from rasa.shared.core.events import Event
 
 from handoff.rasa_worker import RasaWorker, shared_worker
-from handoff.tracker_store import ThreadedSQLTrackerStore, unwrap_fail_safe
+from handoff.tracker_store import ThreadedSQLTrackerStore, cache_event_types, unwrap_fail_safe
 
 logger = logging.getLogger(__name__)
 
@@ -83,6 +83,7 @@ class Assistant:
         lock store for a first load (Rasa's in-memory one by default; Redis across processes)."""
         started = time.perf_counter()
         model_file = resolve_model_path(model_path)
+        cache_event_types()
         # A tracker store of its own: Rasa sets the store's domain while loading, which must
         # not change under the assistant still serving.
         store = await asyncio.to_thread(ThreadedSQLTrackerStore, database_url)

@@ -41,6 +41,9 @@ class Settings:
     """Overrides the loaded model's FallbackClassifier threshold; None keeps the trained one."""
     max_message_chars: int = 2000
     """Longest user message accepted, in characters."""
+    websocket_ping_timeout: int = 20
+    """A websocket whose client has not answered the server's ping (sent every 20 s) within
+    this many seconds is closed; clients reconnect and resume."""
     rasa_api_token: str | None = None
     """Enables Rasa's own HTTP API (without model loading or training routes) under this token."""
     log_level: str = "INFO"
@@ -146,6 +149,7 @@ _PARSERS: dict[str, Callable[[Any], Any]] = {
     "database_url": str,
     "fallback_threshold": _parse_float_or_none,
     "max_message_chars": int,
+    "websocket_ping_timeout": int,
     "rasa_api_token": _parse_str_or_none,
     "log_level": lambda raw: str(raw).upper(),
     "allowed_origins": _parse_list,
@@ -248,6 +252,8 @@ def _validate(settings: Settings) -> None:
         raise SettingsError("rate limits must be positive")
     if settings.max_message_chars < 1:
         raise SettingsError("max_message_chars must be at least 1")
+    if settings.websocket_ping_timeout <= 0:
+        raise SettingsError("websocket_ping_timeout must be positive")
     if not 0 <= settings.promotion_margin <= 1:
         raise SettingsError("promotion_margin must be between 0 and 1")
     if not 0 <= settings.verification_band <= 1:
