@@ -482,7 +482,7 @@ async def measure(
 def main() -> int:
     parser = argparse.ArgumentParser(
         description=__doc__.split("\n\n")[0],
-        epilog="Takes about 6 minutes with the defaults on 2 cores.",
+        epilog="Takes 6-8 minutes with the defaults on 2 cores.",
     )
     parser.add_argument(
         "--levels",
