@@ -44,7 +44,8 @@ from handoff.export import ApprovedExample, ExistingData, build_export, normaliz
 from handoff.triggers import HandoffPolicy, decide, top_intent
 
 ROOT = Path(__file__).resolve().parent.parent
-DEFAULT_DATA = Path("/work/shared/datasets/clinc150/data_full.json")
+DEFAULT_DATA = ROOT.parent / "shared" / "datasets" / "clinc150" / "data_full.json"
+"""The team's shared folder beside the checkout (``../shared``), as in a fresh clone."""
 DEFAULT_DOMAINS = ("banking", "credit_cards")
 PIPELINES = {
     "default": ROOT / "bot" / "config.yml",
@@ -654,8 +655,8 @@ def build_parser() -> argparse.ArgumentParser:
         "--data",
         type=Path,
         default=DEFAULT_DATA,
-        help=f"CLINC150-format JSON: train, test, oos_test as [text, intent] pairs "
-        f"(default {DEFAULT_DATA})",
+        help="CLINC150-format JSON: train, test, oos_test as [text, intent] pairs "
+        "(default ../shared/datasets/clinc150/data_full.json beside the checkout)",
     )
     data.add_argument(
         "--domains-file",
