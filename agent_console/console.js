@@ -6,6 +6,13 @@
 const $ = (id) => document.getElementById(id);
 const RECONNECT_DELAYS_MS = [500, 1000, 2000, 5000];
 const TYPING_IDLE_MS = 3000;
+// Close codes of /ws/agent that end the sign-in (docs/protocol.md): no reconnect.
+const SIGNED_OUT_MESSAGES = {
+  4001: "Your account was disabled, so you were signed out. Ask a maintainer if this is a mistake.",
+  4002: "Your role changed. Sign in again to get your new rights.",
+  4003: "Your session ended. Sign in again.",
+};
+const SIGNIN_MESSAGE_KEY = "handoff-signin-message";
 
 const state = {
   me: null,
@@ -22,6 +29,7 @@ const state = {
   cannedText: null,
   typingTimer: null,
   typingSent: false,
+  signingOut: false,
 };
 
 function el(tag, className, text) {
@@ -78,6 +86,7 @@ $("signin-form").addEventListener("submit", async (event) => {
 });
 
 $("signout").addEventListener("click", async () => {
+  state.signingOut = true; // the server closes the socket (4003): no message for that
   await api("POST", "/api/logout").catch(() => {});
   location.reload();
 });
@@ -106,7 +115,13 @@ function connect() {
     if (frame.event_id) state.lastEventId = frame.event_id;
     handle(frame);
   });
-  socket.addEventListener("close", () => {
+  socket.addEventListener("close", (event) => {
+    if (state.signingOut) return;
+    if (SIGNED_OUT_MESSAGES[event.code]) {
+      sessionStorage.setItem(SIGNIN_MESSAGE_KEY, SIGNED_OUT_MESSAGES[event.code]);
+      location.reload(); // back to the sign-in screen, with nothing of the old session left
+      return;
+    }
     $("connection").textContent = "reconnecting…";
     const delay = RECONNECT_DELAYS_MS[Math.min(state.reconnectAttempt++, RECONNECT_DELAYS_MS.length - 1)];
     setTimeout(connect, delay);
@@ -626,4 +641,8 @@ $("review-approve-clean").addEventListener("click", () => {
 
 // ---- start -------------------------------------------------------------------------------
 
-api("GET", "/api/me").then((data) => start(data.agent)).catch(() => { $("signin").hidden = false; });
+api("GET", "/api/me").then((data) => start(data.agent)).catch(() => {
+  $("signin-error").textContent = sessionStorage.getItem(SIGNIN_MESSAGE_KEY) || "";
+  sessionStorage.removeItem(SIGNIN_MESSAGE_KEY);
+  $("signin").hidden = false;
+});

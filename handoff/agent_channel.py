@@ -17,19 +17,24 @@ from sanic.response import HTTPResponse
 from sanic.server.websockets.impl import WebsocketImplProtocol
 
 from handoff import auth
+from handoff.account_changes import apply_account_change
+from handoff.agent_connections import AgentConnections
 from handoff.assistant import AssistantHolder
 from handoff.conversation_service import ActionError, ConversationService
 from handoff.hub import ephemeral_event
 from handoff.live import LiveConnection, RateLimiter, resume_from, serve_frames
 from handoff.presence import Presence
 from handoff.protocol import (
+    MAX_REST_BODY_BYTES,
     AgentFrame,
     ProtocolError,
+    decode_json_object,
     error_frame,
     parse_agent_frame,
     parse_cursor,
 )
 from handoff.settings import Settings
+from handoff.sign_in_throttle import SignInLimits, SignInThrottle, retry_after_header
 from handoff.store import Agent, Event, Store
 
 logger = logging.getLogger(__name__)
@@ -71,20 +76,16 @@ def _agent_view(agent: Agent) -> dict[str, Any]:
 
 
 def _json_body(request: Request) -> dict[str, Any]:
-    try:
-        body = request.json
-    except Exception:
-        body = None
-    if not isinstance(body, dict):
-        raise ProtocolError("invalid_json", "the body must be a JSON object")
-    return body
+    """The body's JSON object, through the safe decoder (never sanic's ``request.json``)."""
+    return decode_json_object(request.body, MAX_REST_BODY_BYTES)
 
 
 @blueprint.on_request
 async def guard_agent_routes(request: Request) -> HTTPResponse | None:
     """Origin check for the agent socket and every state-changing agent API call."""
     path = request.path
-    needs_origin = path == "/ws/agent" or (path.startswith("/api/") and request.method != "GET")
+    changes_state = request.method not in ("GET", "HEAD")
+    needs_origin = path == "/ws/agent" or (path.startswith("/api/") and changes_state)
     if needs_origin and not _origin_allowed(request):
         return _error(403, "origin_not_allowed", "this Origin may not use the agent console")
     if path == "/ws/agent":
@@ -104,10 +105,19 @@ async def login(request: Request) -> HTTPResponse:
     username, password = body.get("username"), body.get("password")
     if not isinstance(username, str) or not isinstance(password, str):
         return _error(400, "invalid_field", "username and password must be strings")
+    store: Store = request.app.ctx.store
+    limits = SignInLimits.from_settings(request.app.ctx.settings)
+    address = request.remote_addr or request.ip  # remote_addr: set by a configured proxy
     try:
-        token, agent = await auth.sign_in(request.app.ctx.store, username, password)
-    except auth.AuthError as error:
-        return _error(401, "bad_credentials", str(error))
+        token, agent = await auth.sign_in(
+            store, SignInThrottle(store.engine, limits), username, password, address
+        )
+    except auth.SignInRefused as refused:
+        status = {"throttled": 429, "busy": 503}.get(refused.reason, 401)
+        refusal = _error(status, refused.reason, str(refused))
+        if refused.retry_after is not None:
+            refusal.headers["Retry-After"] = retry_after_header(refused.retry_after)
+        return refusal
     reply = response.json({"agent": _agent_view(agent), "token": token})
     reply.cookies[SESSION_COOKIE] = token
     cookie = reply.cookies[SESSION_COOKIE]
@@ -128,7 +138,7 @@ async def logout(request: Request) -> HTTPResponse:
     return reply
 
 
-@blueprint.get("/api/me")
+@blueprint.route("/api/me", methods=["GET", "HEAD"])
 async def me(request: Request) -> HTTPResponse:
     agent = await _signed_in(request)
     if agent is None:
@@ -145,7 +155,7 @@ async def _maintainer(request: Request) -> Agent | HTTPResponse:
     return agent
 
 
-@blueprint.get("/api/agents")
+@blueprint.route("/api/agents", methods=["GET", "HEAD"])
 async def list_agents(request: Request) -> HTTPResponse:
     checked = await _maintainer(request)
     if isinstance(checked, HTTPResponse):
@@ -209,12 +219,19 @@ async def change_agent(request: Request, username: str) -> HTTPResponse:
             return _error(
                 400, "invalid_field", f"password needs {auth.MIN_PASSWORD_CHARS}+ characters"
             )
-        values["password_hash"] = auth.hash_password(password)
+        values["password_hash"] = await auth.hash_password(password)
     if not values:
         return _error(400, "invalid_field", "nothing to change: give disabled, role or password")
     await store.update_agent(target.id, **values)
     changed = await store.agent_by_id(target.id)
     assert changed is not None
+    await apply_account_change(
+        target,
+        changed,
+        request.app.ctx.agent_connections,
+        request.app.ctx.hub,
+        request.app.ctx.service,
+    )
     return response.json({"agent": _agent_view(changed)})
 
 
@@ -255,6 +272,8 @@ async def agent_socket(request: Request, ws: WebsocketImplProtocol) -> None:
         fetch if store.concurrent_writers else None,
     )
     latest = await resume_from(live, store, cursor, fetch)
+    connections: AgentConnections = request.app.ctx.agent_connections
+    connection = connections.add(agent, auth.token_hash(_token(request) or ""), ws)
     presence.connected(agent.id, agent.display_name)
     try:
         await live.send_now(
@@ -281,6 +300,7 @@ async def agent_socket(request: Request, ws: WebsocketImplProtocol) -> None:
             f"agent {agent.username}",
         )
     finally:
+        connections.remove(connection)
         presence.disconnected(agent.id)
         _broadcast_presence(request)
 

@@ -11,19 +11,25 @@ from pathlib import Path
 from sanic import Sanic
 
 from handoff import agent_channel, learning_api, rest_channel, user_channel, web
+from handoff.account_changes import AccountSweep
+from handoff.agent_connections import AgentConnections
 from handoff.assistant import Assistant, AssistantHolder, redis_lock_store
 from handoff.conversation_service import ConversationService
+from handoff.http_errors import JsonApiErrorHandler
 from handoff.hub import Hub, ephemeral_event
 from handoff.learning import live_model_file
 from handoff.learning_store import LearningStore
 from handoff.locks import ConversationLocks, RedisConversationLocks
 from handoff.migrate import upgrade
+from handoff.operator_output import route_sanic_logs_to_root
 from handoff.presence import Presence
 from handoff.protocol import MAX_REST_BODY_BYTES, WEBSOCKET_MAX_SIZE
 from handoff.rasa_http_api import set_rasa_api_agent
 from handoff.redis_hub import RedisHub, RedisPresence
 from handoff.redis_hub import connect as connect_redis
+from handoff.security_headers import add_security_headers
 from handoff.settings import Settings
+from handoff.sign_in_throttle import forget_stale_counters
 from handoff.store import Store
 from handoff.tracker_store import tracker_database_url
 from handoff.triggers import HandoffPolicy, top_intent
@@ -50,7 +56,7 @@ def handoff_policy(settings: Settings) -> HandoffPolicy:
 def create_app(settings: Settings) -> Sanic:
     """Build the server. Storage opens before it listens; the model loads in the background
     once it listens, and ``/health`` answers 503 until it is ready."""
-    app = Sanic(APP_NAME)
+    app = Sanic(APP_NAME, error_handler=JsonApiErrorHandler(), configure_logging=False)
     app.config.REQUEST_MAX_SIZE = MAX_REST_BODY_BYTES
     app.config.WEBSOCKET_MAX_SIZE = WEBSOCKET_MAX_SIZE
     app.config.WEBSOCKET_PING_INTERVAL = 20
@@ -59,6 +65,8 @@ def create_app(settings: Settings) -> Sanic:
     app.ctx.assistant = AssistantHolder()
     app.ctx.hub = Hub()
     app.ctx.presence = Presence()
+    app.ctx.agent_connections = AgentConnections()
+    add_security_headers(app)
 
     app.blueprint(web.blueprint)
     app.blueprint(user_channel.blueprint)
@@ -70,6 +78,7 @@ def create_app(settings: Settings) -> Sanic:
 
         mounted = mount_rasa_http_api(app, settings.rasa_api_token)
         logger.info("Rasa HTTP API enabled (token required): %d routes", len(mounted))
+        route_sanic_logs_to_root()  # Rasa's app installed sanic's own log handlers
 
     @app.before_server_start
     async def open_storage(app: Sanic, _loop: asyncio.AbstractEventLoop) -> None:
@@ -101,6 +110,11 @@ def create_app(settings: Settings) -> Sanic:
         app.ctx.background = [
             asyncio.create_task(_load_and_watch(app, settings)),
             asyncio.create_task(_trim_events(app.ctx.store, settings.event_retention_hours)),
+            asyncio.create_task(forget_stale_counters(app.ctx.store.engine, settings)),
+            asyncio.create_task(app.ctx.agent_connections.follow(app.ctx.hub)),
+            asyncio.create_task(
+                AccountSweep(app.ctx.agent_connections, app.ctx.store, app.ctx.service).run()
+            ),
         ]
 
     @app.before_server_stop

@@ -5,28 +5,12 @@ from __future__ import annotations
 
 import argparse
 import logging
-import os
 import sys
-import warnings
 from collections.abc import Sequence
 from pathlib import Path
 
+from handoff.operator_output import quiet_dependencies, quiet_library_loggers
 from handoff.settings import PROJECT_ROOT, SettingsError, load_settings
-
-
-def _quiet_dependencies() -> None:
-    """Environment for Rasa/TensorFlow, set before they are imported: no telemetry (this
-    machine has no internet), less TensorFlow noise, Rasa's cache inside the project."""
-    os.environ.setdefault("RASA_TELEMETRY_ENABLED", "false")
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-    os.environ.setdefault("RASA_CACHE_DIRECTORY", str(PROJECT_ROOT / ".rasa" / "cache"))
-    os.environ.setdefault("SQLALCHEMY_SILENCE_UBER_WARNING", "1")
-    # Rasa's conversation lock tickets expire after this many seconds (Rasa: 60). A process
-    # killed while holding one blocks that conversation's tracker until it expires.
-    os.environ.setdefault("TICKET_LOCK_LIFETIME", "10")
-    # Dependencies' deprecation notices (TensorFlow, matplotlib, ...) are not actionable here.
-    warnings.filterwarnings("ignore", category=DeprecationWarning)
-    warnings.filterwarnings("ignore", message=".*deprecated.*")
 
 
 def _build_parser() -> argparse.ArgumentParser:
@@ -157,7 +141,7 @@ def _build_parser() -> argparse.ArgumentParser:
     )
     agent_commands.add_parser("list", help="list accounts")
     for action, text in (
-        ("disable", "block sign-in and end sessions"),
+        ("disable", "block sign-in, end sessions, close its consoles, requeue its conversations"),
         ("enable", "allow sign-in"),
     ):
         sub = agent_commands.add_parser(action, help=text)
@@ -167,7 +151,7 @@ def _build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = _build_parser().parse_args(argv)
-    _quiet_dependencies()
+    quiet_dependencies(str(PROJECT_ROOT))
     if args.command == "serve":
         return _serve(args)
     if args.command == "agents":
@@ -179,6 +163,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 def _configure_logging(level: str) -> None:
     logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    quiet_library_loggers()
     from rasa.utils.log_utils import configure_structlog
 
     # Rasa's structured logs print at DEBUG unless configured; keep them at our level.

@@ -517,13 +517,17 @@ class ConversationService:
         await self._publish(events)
         return is_new
 
-    async def transfer(self, agent: Agent, conversation_id: str, to: Agent | None) -> None:
+    async def transfer(
+        self, agent: Agent, conversation_id: str, to: Agent | None, reason: str = "transferred"
+    ) -> None:
+        """Give the conversation to ``to``, or back to the queue (the user is told ``queued``
+        with ``reason``; the agent's ``unassigned`` event carries it too)."""
         if to is not None and to.disabled:
             raise ActionError("unknown_agent", f"agent {to.username} is disabled")
         async with self._lock(conversation_id):
             command = Transferred(str(agent.id), str(to.id) if to else None)
             stored, after = await self._apply(agent, conversation_id, command)
-            events = [_agent_event(agent.id, "unassigned", conversation_id, reason="transferred")]
+            events = [_agent_event(agent.id, "unassigned", conversation_id, reason=reason)]
             if to is not None:
                 events += [
                     _agent_event(
@@ -535,7 +539,7 @@ class ConversationService:
                 ]
             else:
                 events.append(
-                    _user_event(conversation_id, "handoff", status="queued", reason="transferred")
+                    _user_event(conversation_id, "handoff", status="queued", reason=reason)
                 )
             _, written = await self.store.save_conversation(
                 stored,
@@ -546,6 +550,19 @@ class ConversationService:
             await self._publish(written)
         if to is None:
             await self._queue_changed()
+
+    async def requeue_all(self, agent: Agent, reason: str) -> int:
+        """Put every conversation still assigned to ``agent`` back in the queue, as its own
+        transfer to the queue would. Idempotent: a conversation another process (or task)
+        requeued first is skipped. Returns how many this call requeued."""
+        requeued = 0
+        for stored in await self.store.assigned_conversations(agent.id):
+            try:
+                await self.transfer(agent, stored.conversation.id, None, reason=reason)
+            except (ActionError, ConcurrentUpdate):
+                continue  # no longer assigned to the agent: requeued (or closed) already
+            requeued += 1
+        return requeued
 
     async def hand_back(self, agent: Agent, conversation_id: str) -> None:
         await self._finish(agent, conversation_id, HandedBack(str(agent.id)), "handed_back")

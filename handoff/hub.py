@@ -18,6 +18,9 @@ from handoff.store import Event
 
 SUBSCRIBER_QUEUE_LIMIT = 10_000
 """Events buffered for one slow connection before it is told to resync."""
+CONTROL_AUDIENCE = "control"
+"""Audience and topic of ephemeral events for the server processes themselves, not for
+clients (e.g. close an agent's sockets: :mod:`handoff.agent_connections`)."""
 
 
 def ephemeral_event(
@@ -34,9 +37,12 @@ def ephemeral_event(
 
 
 def topics_of(event: Event) -> list[str]:
-    """Who should see ``event``: ``user:<conversation>``, ``agent:<id>`` or ``agents``."""
+    """Who should see ``event``: ``user:<conversation>``, ``agent:<id>``, ``agents`` or
+    ``control``."""
     if event.audience == "user":
         return [f"user:{event.conversation_id}"]
+    if event.audience == CONTROL_AUDIENCE:
+        return [CONTROL_AUDIENCE]
     if event.agent_id is not None:
         return [f"agent:{event.agent_id}"]
     return ["agents"]

@@ -13,10 +13,11 @@ from typing import Any
 from sanic import Blueprint, Request, response
 from sanic.response import HTTPResponse
 
+from handoff import auth
 from handoff.agent_channel import _error, _json_body, _signed_in, guard_agent_routes
 from handoff.assistant import AssistantHolder
 from handoff.learning_store import LearningStore, NotFoundError
-from handoff.metrics import compute, render_prometheus
+from handoff.metrics import compute, render_prometheus, render_sign_in_refusals
 from handoff.protocol import ProtocolError
 from handoff.review import (
     DecisionError,
@@ -47,7 +48,7 @@ def _decisions(request: Request) -> Any:
     return body.get("decisions")
 
 
-@blueprint.get("/api/review")
+@blueprint.route("/api/review", methods=["GET", "HEAD"])
 async def review(request: Request) -> HTTPResponse:
     """Pending candidates grouped by intent, with flags."""
     checked = await _agent(request, maintainer=True)
@@ -80,7 +81,7 @@ async def decide(request: Request) -> HTTPResponse:
     )
 
 
-@blueprint.get("/api/verifications")
+@blueprint.route("/api/verifications", methods=["GET", "HEAD"])
 async def verifications(request: Request) -> HTTPResponse:
     """Bot answers waiting for verification (uncertain or marked unhelpful by the user)."""
     checked = await _agent(request)
@@ -129,7 +130,7 @@ async def verify(request: Request) -> HTTPResponse:
     return response.json({"candidates": created})
 
 
-@blueprint.get("/api/models")
+@blueprint.route("/api/models", methods=["GET", "HEAD"])
 async def models(request: Request) -> HTTPResponse:
     """The model registry and the model this process serves."""
     checked = await _agent(request)
@@ -158,7 +159,7 @@ async def models(request: Request) -> HTTPResponse:
     )
 
 
-@blueprint.get("/metrics")
+@blueprint.route("/metrics", methods=["GET", "HEAD"])
 async def metrics(request: Request) -> HTTPResponse:
     """Prometheus metrics (all time). Needs ``Authorization: Bearer <HANDOFF_METRICS_TOKEN>``
     when that setting is set."""
@@ -172,6 +173,7 @@ async def metrics(request: Request) -> HTTPResponse:
     started = time.perf_counter()
     values = compute(await learning.metrics_rows(), await learning.models())
     body = render_prometheus(values, holder.current.info.name if holder.current else None)
+    body += render_sign_in_refusals(auth.REFUSED_SIGN_INS, auth.REFUSAL_REASONS)
     body += (
         "# HELP handoff_metrics_scrape_seconds Time to compute these metrics.\n"
         "# TYPE handoff_metrics_scrape_seconds gauge\n"

@@ -15,7 +15,7 @@ from websockets.exceptions import ConnectionClosed
 
 from handoff.conversation_service import ActionError
 from handoff.hub import Hub
-from handoff.protocol import ProtocolError, error_frame
+from handoff.protocol import ProtocolError, error_frame, peek_client_id
 from handoff.store import Event, Store
 
 logger = logging.getLogger(__name__)
@@ -48,6 +48,15 @@ class RateLimiter:
             self._tokens -= 1
             return True
         return False
+
+    def refusal(self, client_id: str | None) -> ProtocolError:
+        """The ``rate_limited`` error for a refused frame (``client_id``: its id, if read)."""
+        return ProtocolError(
+            "rate_limited",
+            f"more than {self.rate:g} frames per second (bursts of {self.burst}); "
+            "slow down, then send this frame again",
+            client_id,
+        )
 
 
 class LiveConnection:
@@ -183,16 +192,16 @@ async def serve_frames(
             if raw is None:
                 continue
             if not limiter.allow():
-                live.send(error_frame(ProtocolError("rate_limited", "too many frames; slow down")))
+                live.send(error_frame(limiter.refusal(peek_client_id(raw))))
                 continue
+            client_id: str | None = None
             try:
                 frame = parse(raw)
-            except ProtocolError as error:
+                client_id = getattr(frame, "client_id", None)
+                reply = await handle(frame)
+            except ProtocolError as error:  # an invalid frame: the error has the id if readable
                 live.send(error_frame(error))
                 continue
-            client_id = getattr(frame, "client_id", None)
-            try:
-                reply = await handle(frame)
             except ActionError as error:
                 live.send(error_frame(ProtocolError(error.code, error.message, client_id)))
                 continue

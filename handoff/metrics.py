@@ -223,6 +223,19 @@ def render_prometheus(metrics: Mapping[str, Any], serving_model: str | None) -> 
     return "\n".join(out) + "\n"
 
 
+def render_sign_in_refusals(refused: Mapping[str, int], reasons: Sequence[str]) -> str:
+    """Prometheus text of the refused sign-ins counted by this process (every reason listed,
+    0 included, so that a rate can be taken from the first scrape)."""
+    name = "handoff_sign_ins_refused_total"
+    lines = [
+        f"# HELP {name} Sign-ins refused by this server process since it started, by reason "
+        "(bad_credentials, throttled, busy); per process: sum over processes.",
+        f"# TYPE {name} counter",
+    ]
+    lines += [f'{name}{{reason="{_label(r)}"}} {refused.get(r, 0)}' for r in reasons]
+    return "\n".join(lines) + "\n"
+
+
 def render_report(metrics: Mapping[str, Any], since_label: str) -> str:
     """A plain-text report for ``handoff report``."""
 

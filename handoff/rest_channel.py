@@ -1,7 +1,8 @@
 """Rasa's REST channel, ``POST /webhooks/rest/webhook``, with validated input.
 
 Same request and response shapes as Rasa's own ``RestInput``, so Rasa's clients work; unlike
-it, a malformed body gets HTTP 400 with ``{"error": {"code", "message"}}`` instead of a 500.
+it, a malformed body gets HTTP 400 with ``{"error": {"code", "message"}}`` instead of a 500
+(the body is decoded once, by :func:`handoff.protocol.parse_rest_body`).
 During a handoff the answer holds the handoff notices (with ``custom.handoff``) instead of bot
 messages; agent replies reach REST users only through the websocket channel.
 """
@@ -17,7 +18,7 @@ from sanic.response import HTTPResponse
 
 from handoff.assistant import AssistantHolder, AssistantNotReadyError
 from handoff.conversation_service import ConversationService
-from handoff.protocol import ProtocolError, parse_rest_body, validate_client_id
+from handoff.protocol import ProtocolError, parse_rest_body
 from handoff.settings import Settings
 from handoff.store import Store
 
@@ -32,7 +33,7 @@ def _error(status: int, code: str, message: str) -> HTTPResponse:
     return response.json({"error": {"code": code, "message": message}}, status=status)
 
 
-@blueprint.get("/webhooks/rest")
+@blueprint.route("/webhooks/rest", methods=["GET", "HEAD"])
 async def rest_health(request: Request) -> HTTPResponse:
     """Rasa's channel health check."""
     return response.json({"status": "ok"})
@@ -48,13 +49,11 @@ async def rest_webhook(request: Request) -> HTTPResponse:
     service: ConversationService = request.app.ctx.service
     store: Store = request.app.ctx.store
     try:
-        sender, text, _metadata = parse_rest_body(
-            request.body, max_text_chars=settings.max_message_chars
-        )
-        raw_id = (request.json or {}).get("message_id")
-        client_id = validate_client_id(raw_id) if raw_id is not None else uuid.uuid4().hex
+        message = parse_rest_body(request.body, max_text_chars=settings.max_message_chars)
     except ProtocolError as error:
         return _error(400, error.code, error.message)
+    sender = message.sender
+    client_id = message.client_id or uuid.uuid4().hex
     try:
         await holder.get(timeout=0)
     except AssistantNotReadyError as error:
@@ -63,7 +62,7 @@ async def rest_webhook(request: Request) -> HTTPResponse:
         return reply
     before = await store.last_event_id()
     try:
-        await service.user_message(sender, client_id, text, "rest")
+        await service.user_message(sender, client_id, message.text, "rest")
     except Exception:
         logger.exception("Could not process REST message of %s", sender)
         return _error(500, "internal", "the server could not process this message; retry it")

@@ -186,3 +186,14 @@ model_versions = sa.Table(
     sa.Column("promoted_at", sa.Float, nullable=True),
     sa.Column("report", sa.String(512), nullable=True),  # comparison report (Markdown) path
 )
+
+# Sign-in throttling (handoff.sign_in_throttle) ------------------------------------------------
+
+sign_in_failures = sa.Table(
+    "sign_in_failures",
+    metadata,
+    sa.Column("key", sa.String(96), primary_key=True),  # "user:<username>" | "addr:<address>"
+    sa.Column("failures", sa.Integer, nullable=False),  # in a row, this one's included
+    sa.Column("last_failure_at", sa.Float, nullable=False),
+    sa.Column("locked_until", sa.Float, nullable=False),  # 0 or a past time: not locked out
+)

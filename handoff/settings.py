@@ -92,6 +92,16 @@ class Settings:
     and Rasa's lock store. Unset: everything in-process (one server process)."""
     redis_namespace: str = "handoff"
     """Prefix of our Redis keys and channels (processes that share it are one deployment)."""
+    sign_in_username_failures: int = 5
+    """Wrong passwords in a row for one username that lock it out (see handoff.sign_in_throttle)."""
+    sign_in_address_failures: int = 50
+    """The same per client address; higher, since an office's agents may share one address."""
+    sign_in_lockout_seconds: float = 30.0
+    """The first lock-out; each further failure doubles it."""
+    sign_in_max_lockout_seconds: float = 900.0
+    """The longest lock-out."""
+    sign_in_forget_seconds: float = 3600.0
+    """A counter restarts after this long without sign-in attempts for its key."""
 
     def origins(self) -> frozenset[str]:
         """The effective Origin allow list."""
@@ -173,6 +183,11 @@ _PARSERS: dict[str, Callable[[Any], Any]] = {
     "metrics_token": _parse_str_or_none,
     "redis_url": _parse_str_or_none,
     "redis_namespace": str,
+    "sign_in_username_failures": int,
+    "sign_in_address_failures": int,
+    "sign_in_lockout_seconds": float,
+    "sign_in_max_lockout_seconds": float,
+    "sign_in_forget_seconds": float,
 }
 
 
@@ -272,6 +287,17 @@ def _validate(settings: Settings) -> None:
         raise SettingsError(
             "redis_url is for several server processes, which need a shared database: "
             "set database_url to PostgreSQL (postgresql://...) as well"
+        )
+    if min(settings.sign_in_username_failures, settings.sign_in_address_failures) < 1:
+        raise SettingsError("sign_in_username_failures and sign_in_address_failures must be 1+")
+    if not 0 < settings.sign_in_lockout_seconds <= settings.sign_in_max_lockout_seconds:
+        raise SettingsError(
+            "sign_in_lockout_seconds must be positive and at most sign_in_max_lockout_seconds"
+        )
+    if settings.sign_in_forget_seconds < settings.sign_in_max_lockout_seconds:
+        raise SettingsError(
+            "sign_in_forget_seconds must be at least sign_in_max_lockout_seconds, or a lock-out "
+            "would outlast the failures that caused it"
         )
     if "://" not in settings.database_url:
         raise SettingsError(

@@ -222,15 +222,22 @@ class Store:
         return [_agent(row) for row in rows]
 
     async def update_agent(self, agent_id: int, **values: Any) -> None:
-        """Change ``display_name``, ``password_hash``, ``role`` or ``disabled``."""
+        """Change ``display_name``, ``password_hash``, ``role`` or ``disabled``. Disabling the
+        account or changing its role ends its sessions (a session keeps the rights it was
+        signed in with)."""
         allowed = {"display_name", "password_hash", "role", "disabled"}
         if not set(values) <= allowed:
             raise ValueError(f"cannot update {sorted(set(values) - allowed)}")
         async with self.engine.begin() as db:
+            role = (
+                await db.execute(
+                    sa.select(schema.agents.c.role).where(schema.agents.c.id == agent_id)
+                )
+            ).scalar()
             await db.execute(
                 schema.agents.update().where(schema.agents.c.id == agent_id).values(**values)
             )
-            if values.get("disabled"):
+            if values.get("disabled") or values.get("role", role) != role:
                 await db.execute(
                     schema.agent_sessions.delete().where(
                         schema.agent_sessions.c.agent_id == agent_id
@@ -262,6 +269,27 @@ class Store:
         async with self.engine.connect() as db:
             row = (await db.execute(query)).first()
         return _agent(row) if row else None
+
+    async def account_states(
+        self, token_hashes: Sequence[str], now: float
+    ) -> tuple[dict[int, Agent], set[str]]:
+        """Every account as stored now (by id), and which of ``token_hashes`` are sessions
+        still open (unexpired): one query, for the sweep of open agent sockets."""
+        sessions = schema.agent_sessions
+        query = sa.select(schema.agents, sessions.c.token_hash).select_from(
+            schema.agents.outerjoin(
+                sessions,
+                sa.and_(
+                    sessions.c.agent_id == schema.agents.c.id,
+                    sessions.c.token_hash.in_(list(token_hashes)),
+                    sessions.c.expires_at > now,
+                ),
+            )
+        )
+        async with self.engine.connect() as db:
+            rows = (await db.execute(query)).all()
+        agents = {row.id: _agent(row) for row in rows}
+        return agents, {row.token_hash for row in rows if row.token_hash is not None}
 
     async def delete_session(self, token_hash: str) -> None:
         async with self.engine.begin() as db:

@@ -18,18 +18,28 @@ import urllib.error
 import urllib.parse
 import urllib.request
 import uuid
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import hypothesis
 import pytest
+
+# Property-based tests: "ci" (the default) is reproducible and sized for CI; run
+# `pytest --hypothesis-profile=thorough` for a long local search (examples saved in .hypothesis/).
+hypothesis.settings.register_profile(
+    "ci", max_examples=200, deadline=None, derandomize=True, database=None, print_blob=True
+)
+hypothesis.settings.register_profile("thorough", max_examples=10_000, deadline=None)
+hypothesis.settings.load_profile("ci")
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 BIN_DIR = Path(sys.executable).parent
 HANDOFF = str(BIN_DIR / "handoff")
 MODELS_DIR = PROJECT_ROOT / "models"
-SERVER_START_TIMEOUT_S = 240.0
+SERVER_START_TIMEOUT_S = 600.0
+"""A loaded 2-core machine has taken over 200 s to load the model."""
 RASA_API_TOKEN = "test-token-3f9a"
 STRICT_INTENT = "close_account"
 """The session server hands this intent off unless the model is 99.99% sure (never)."""
@@ -126,10 +136,25 @@ class RunningServer:
         return self.database_path.with_name(f"{self.database_path.stem}-rasa.db")
 
 
+def model_loaded(status: int, body: Any) -> bool:
+    """``/health`` once the assistant answers."""
+    return status == 200
+
+
+def model_failed(status: int, body: Any) -> bool:
+    """``/health`` of a server whose model could not load (all but the assistant works)."""
+    return status == 503 and isinstance(body, dict) and body.get("status") == "failed"
+
+
 def start_server(
-    model: Path, workdir: Path, extra_env: dict[str, str] | None = None, port: int | None = None
+    model: Path,
+    workdir: Path,
+    extra_env: dict[str, str] | None = None,
+    port: int | None = None,
+    ready: Callable[[int, Any], bool] = model_loaded,
 ) -> RunningServer:
-    """Start ``handoff serve`` on a free port; wait until /health says the model is loaded."""
+    """Start ``handoff serve`` on a free port; wait until ``ready(status, body)`` holds for
+    ``/health`` (by default: the model is loaded)."""
     port = port or free_port()
     database_path = workdir / "handoff.db"
     log_path = workdir / "server.log"
@@ -158,10 +183,10 @@ def start_server(
         if process.poll() is not None:
             raise RuntimeError(f"server exited with {process.returncode}:\n{server.log_tail()}")
         try:
-            status, _ = http_json("GET", f"{server.base_url}/health", timeout=2)
+            status, body = http_json("GET", f"{server.base_url}/health", timeout=2)
         except OSError:
-            status = 0
-        if status == 200:
+            status, body = 0, None
+        if ready(status, body):
             return server
         time.sleep(0.5)
     stop_server(server)
@@ -362,6 +387,21 @@ async def connect_agent(
 PASSWORD = "correct-horse-battery"
 
 
+def agents_command(
+    database_url: str, *args: str, stdin: str | None = None
+) -> subprocess.CompletedProcess[str]:
+    """Run ``handoff agents ARGS`` against ``database_url``, as a maintainer at a terminal."""
+    return subprocess.run(
+        [HANDOFF, "agents", *args],
+        input=stdin,
+        env={**TEST_ENV, "HANDOFF_DATABASE_URL": database_url},
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+
+
 def add_agent(
     server: RunningServer,
     username: str,
@@ -370,16 +410,54 @@ def add_agent(
     database_url: str | None = None,
 ) -> None:
     """Create an account in the server's database (``database_url`` if not its SQLite file)."""
-    result = subprocess.run(
-        [HANDOFF, "agents", "add", username, "--name", name, "--role", role, "--password-stdin"],
-        input=PASSWORD + "\n",
-        env={
-            **TEST_ENV,
-            "HANDOFF_DATABASE_URL": database_url or f"sqlite:///{server.database_path}",
-        },
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
+    result = agents_command(
+        database_url or f"sqlite:///{server.database_path}",
+        *("add", username, "--name", name, "--role", role, "--password-stdin"),
+        stdin=PASSWORD + "\n",
     )
     assert result.returncode == 0 or "is taken" in result.stderr, result.stderr
+
+
+# Browser ------------------------------------------------------------------------------------
+
+CHROMIUM = Path("/usr/bin/chromium")
+CHROMIUM_ARGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
+"""Debian's Chromium on a machine with no internet (see the README's Development section)."""
+HAVE_CHROMIUM = CHROMIUM.exists()
+
+
+@pytest.fixture
+async def page(server: RunningServer) -> AsyncIterator[Any]:
+    """A page in headless Chromium; the test fails if the page breaks its own
+    Content-Security-Policy (the browser reports each violation on the console)."""
+    if not HAVE_CHROMIUM:
+        pytest.skip("Debian's chromium is not installed (make install installs it as root)")
+    from playwright.async_api import async_playwright
+
+    async with async_playwright() as playwright:
+        browser = await playwright.chromium.launch(
+            executable_path=str(CHROMIUM), args=CHROMIUM_ARGS, headless=True
+        )
+        context = await browser.new_context(viewport={"width": 1280, "height": 900})
+        new_page = await context.new_page()
+        violations: list[str] = []
+        new_page.on(
+            "console",
+            lambda message: (
+                violations.append(message.text)
+                if "Content Security Policy" in message.text
+                else None
+            ),
+        )
+        yield new_page
+        await browser.close()
+        assert violations == [], "the pages must work under their Content-Security-Policy"

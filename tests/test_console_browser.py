@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import sqlite3
-from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -13,35 +12,20 @@ from tests.conftest import PASSWORD, RunningServer, add_agent, connect_user
 
 pytestmark = pytest.mark.slow
 
-CHROMIUM = Path("/usr/bin/chromium")
-HAVE_CHROMIUM = CHROMIUM.exists()
-CHROMIUM_ARGS = [
-    "--headless",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-quic",
-    "--no-first-run",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-]
 XSS = '<img src=x onerror="window.__xss = 1"><script>window.__xss = 2</script>'
 SCREENSHOTS = Path(__file__).resolve().parent.parent / "var" / "screenshots"
 
 
-@pytest.fixture
-async def page(server: RunningServer) -> AsyncIterator[Any]:
-    if not HAVE_CHROMIUM:
-        pytest.skip("Debian's chromium is not installed (make install installs it as root)")
-    from playwright.async_api import async_playwright
-
-    async with async_playwright() as playwright:
-        browser = await playwright.chromium.launch(
-            executable_path=str(CHROMIUM), args=CHROMIUM_ARGS, headless=True
-        )
-        context = await browser.new_context(viewport={"width": 1280, "height": 900})
-        yield await context.new_page()
-        await browser.close()
+async def goto_checking_headers(page: Any, url: str) -> None:
+    """Open ``url`` and check the security headers every page carries."""
+    response = await page.goto(url)
+    assert response is not None and response.ok
+    headers = await response.all_headers()
+    assert "frame-ancestors 'none'" in headers["content-security-policy"]
+    assert "script-src 'self'" in headers["content-security-policy"]
+    assert headers["x-frame-options"] == "DENY"
+    assert headers["x-content-type-options"] == "nosniff"
+    assert headers["referrer-policy"] == "no-referrer"
 
 
 async def test_agent_claims_labels_replies_with_a_canned_response_and_hands_back(
@@ -54,7 +38,7 @@ async def test_agent_claims_labels_replies_with_a_canned_response_and_hands_back
     await user.send({"type": "message", "id": "xss-1", "text": XSS})
     await user.expect("ack", id="xss-1")
 
-    await page.goto(f"{server.base_url}/console")
+    await goto_checking_headers(page, f"{server.base_url}/console")
     await page.fill("#username", "dana")
     await page.fill("#password", PASSWORD)
     await page.click("#signin-form button[type=submit]")
@@ -116,13 +100,14 @@ async def test_thumbs_down_in_the_chat_is_verified_and_reviewed_in_the_console(
     add_agent(server, "rosa", "Rosa", role="maintainer")
 
     # The user gives the bot's answer a thumbs-down on the chat page.
-    await page.goto(f"{server.base_url}/chat")
+    await goto_checking_headers(page, f"{server.base_url}/chat")
     await page.wait_for_selector("#text:not([disabled])")
     question = "what are your opening hours"
     await page.fill("#text", question)
     await page.click("#send")
     thumbs = page.locator("#log .msg__feedback button").last
     await thumbs.wait_for()
+    assert await thumbs.locator("svg path").count() == 1, "an icon that needs no emoji font"
     await thumbs.click()
     await page.locator("#log", has_text="Would you like to talk to a person").wait_for()
 

@@ -20,16 +20,25 @@ import pytest
 import sqlalchemy as sa
 
 from tests.conftest import (
+    PASSWORD,
     RunningServer,
     TrainingRun,
     add_agent,
     connect_agent,
     connect_user,
     http_json,
+    login,
     start_server,
     stop_server,
 )
 from tests.postgres import fresh_database
+from tests.test_accounts import (
+    change_account,
+    expect_closed,
+    expect_in_queue,
+    handed_off_and_claimed,
+    token_status,
+)
 
 pytestmark = pytest.mark.slow
 
@@ -199,6 +208,36 @@ async def test_a_promoted_model_reaches_every_process(cluster: Cluster) -> None:
             break
         await asyncio.sleep(1)
     assert not pending, [cluster.servers[i].log_tail(2000) for i in pending]
+
+
+async def test_disabling_an_agent_on_one_process_signs_it_out_on_another(
+    cluster: Cluster,
+) -> None:
+    a, b = cluster.servers[0], cluster.servers[1]
+    for username, name, role in [("cara", "Cara", "maintainer"), ("dev", "Dev", "agent")]:
+        add_agent(a, username, name, role=role, database_url=cluster.database_url)
+    maintainer = login(a, "cara", PASSWORD)
+    dev, alex = await connect_agent(b, "dev"), await connect_agent(a, "alex")
+    user = await handed_off_and_claimed(a, dev)
+    await alex.drain()
+
+    change_account(a, maintainer, "dev", disabled=True)
+
+    assert await expect_closed(dev) == (4001, "account_disabled")
+    notice = await user.expect("handoff", status="queued", timeout=10)
+    assert notice["reason"] == "agent_unavailable", notice
+    await expect_in_queue(alex, user.conversation_id)
+    await alex.act("claim", conversation_id=user.conversation_id)
+    await user.expect("handoff", status="agent_joined", timeout=10)
+    assert token_status(b, dev.token) == 401
+
+    # Removing the maintainer role mid-session: the maintainer's socket on B closes too.
+    cara = await connect_agent(b, "cara")
+    change_account(a, maintainer, "cara", role="agent")
+    assert await expect_closed(cara) == (4002, "role_changed")
+    await alex.act("close", conversation_id=user.conversation_id)
+    await user.close()
+    await alex.close()
 
 
 async def test_sigkill_of_a_process_loses_nothing_acknowledged(cluster: Cluster) -> None:

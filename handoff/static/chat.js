@@ -71,7 +71,7 @@ function feedbackRow(inReplyTo) {
   down.type = "button";
   down.title = "This answer did not help";
   down.setAttribute("aria-label", "This answer did not help");
-  down.textContent = "👎";
+  down.appendChild(thumbsDownIcon());
   down.addEventListener("click", () => {
     row.replaceChildren();
     transmit({ type: "feedback", id: newId(), in_reply_to: inReplyTo, helpful: false });
@@ -79,6 +79,28 @@ function feedbackRow(inReplyTo) {
   });
   row.appendChild(down);
   return row;
+}
+
+const SVG_NS = "http://www.w3.org/2000/svg";
+
+// A thumbs-down drawn as SVG: an emoji needs a colour-emoji font, which many systems lack.
+function thumbsDownIcon() {
+  const svg = document.createElementNS(SVG_NS, "svg");
+  svg.setAttribute("viewBox", "0 0 24 24");
+  svg.setAttribute("width", "16");
+  svg.setAttribute("height", "16");
+  svg.setAttribute("aria-hidden", "true");
+  svg.setAttribute("class", "icon");
+  const path = document.createElementNS(SVG_NS, "path");
+  path.setAttribute(
+    "d",
+    "M15 3H6c-.83 0-1.54.5-1.84 1.22l-3.02 7.05c-.09.23-.14.47-.14.73v2c0 1.1.9 2 2 2h6.31" +
+      "l-.95 4.57-.03.32c0 .41.17.79.44 1.06L9.83 23l6.59-6.59c.36-.36.58-.86.58-1.41V5" +
+      "c0-1.1-.9-2-2-2zm4 0v12h4V3h-4z",
+  );
+  path.setAttribute("fill", "currentColor");
+  svg.appendChild(path);
+  return svg;
 }
 
 function offerPerson() {
