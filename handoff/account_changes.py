@@ -41,12 +41,12 @@ REQUEUE_REASON = "agent_unavailable"
 """``reason`` of the ``queued`` notice a disabled agent's users get."""
 
 
-def sign_out_for(before: Agent, after: Agent) -> SignOut | None:
-    """Why sockets opened as ``before`` must close now that the account is ``after``, or
-    None if they may stay open."""
-    if after.disabled:
+def sign_out_for(opened_as_role: str, account: Agent | None) -> SignOut | None:
+    """Why a socket opened with role ``opened_as_role`` must close now that the account is
+    ``account`` (None: deleted), or None if it may stay open."""
+    if account is None or account.disabled:
         return ACCOUNT_DISABLED
-    if before.role != after.role:
+    if account.role != opened_as_role:
         return ROLE_CHANGED
     return None
 
@@ -60,7 +60,7 @@ async def apply_account_change(
 ) -> None:
     """Carry out a stored account change (its sessions already ended): close its sockets here
     and, through the hub, on the other processes; requeue a disabled agent's conversations."""
-    sign_out = sign_out_for(before, after)
+    sign_out = sign_out_for(before.role, after)
     if sign_out is None:
         return
     hub.publish([sign_out_event(after.id, sign_out)])
@@ -114,10 +114,7 @@ class AccountSweep:
 def _sign_out_of(
     connection: AgentConnection, agent: Agent | None, live_sessions: set[str]
 ) -> SignOut | None:
-    if agent is None or agent.disabled:
-        return ACCOUNT_DISABLED
-    if agent.role != connection.role:
-        return ROLE_CHANGED
-    if connection.token_hash not in live_sessions:
+    account_change = sign_out_for(connection.role, agent)
+    if account_change is None and connection.token_hash not in live_sessions:
         return SESSION_ENDED
-    return None
+    return account_change

@@ -93,6 +93,9 @@ class ServerBusy(SignInRefused):
     reason = "busy"
     retry_after = float(BUSY_RETRY_SECONDS)
 
+    def __init__(self) -> None:
+        super().__init__("the server is checking too many sign-ins; try again in a second")
+
 
 class AccountError(ValueError):
     """An account could not be created or changed; the message says why."""
@@ -131,7 +134,7 @@ class PasswordThreads:
     async def _run(self, function: Callable[..., _T], *args: object, limited: bool) -> _T:
         with self._lock:
             if limited and self._pending >= self._max_waiting:
-                raise ServerBusy("the server is checking too many sign-ins; try again in a second")
+                raise ServerBusy()
             self._pending += 1
         job: Future[_T] = self._executor.submit(function, *args)
         job.add_done_callback(self._finished)
@@ -228,7 +231,7 @@ async def _sign_in(
     store: Store, throttle: SignInThrottle, username: str, password: str, address: str
 ) -> tuple[str, Agent]:
     if passwords.full:  # before counting an attempt that will not be checked
-        raise ServerBusy("the server is checking too many sign-ins; try again in a second")
+        raise ServerBusy()
     try:
         attempt = await throttle.attempt(username, address)
     except Throttled as throttled:
