@@ -4,7 +4,7 @@ VENV := .venv
 STAMP := $(VENV)/.installed-stamp
 BIN := $(VENV)/bin
 
-.PHONY: install run train test lint lock clean
+.PHONY: install run train test test-fast lint lock clean
 
 # Installs (or refreshes) .venv whenever the lock file or pyproject.toml changed.
 $(STAMP): requirements.lock pyproject.toml scripts/bootstrap.sh
@@ -19,13 +19,19 @@ train: install
 run: train
 	$(BIN)/handoff serve
 
+# Every tier: tests/unit, tests/integration (a server, a trained model, PostgreSQL, Redis), tests/e2e.
 test: install
 	$(BIN)/pytest
+
+# The unit tier alone: no trained model, no server, no database server (well under a minute).
+test-fast: install
+	$(BIN)/pytest tests/unit
 
 lint: install
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy
+	$(BIN)/lint-imports
 
 # Re-resolve the dependency set from pyproject.toml into requirements.lock (needs PyPI).
 lock:

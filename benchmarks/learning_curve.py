@@ -2,10 +2,11 @@
 
 Starts from --k labelled examples per intent, then streams the remaining training utterances
 as user traffic, in random order, through a Rasa NLU model and the server's own routing
-decision (``handoff.triggers.decide`` with the policy ``handoff serve`` builds). A message
+decision (``handoff.core.triggers.decide`` with the policy ``handoff serve`` builds). A message
 the model is not sure of (``nlu_fallback`` from the FallbackClassifier) is handed off and a
 simulated agent labels it with its true intent. Every --round-labels labels go through the
-exporter (``handoff.export.build_export``: redaction, normalisation, dedupe, conflicts), the
+exporter (``handoff.learning.export.build_export``: redaction, normalisation, dedupe,
+conflicts), the
 NLU YAML it returns is written and the model is retrained on everything so far.
 
 After each round it reports, on the test split of the chosen intents plus the out-of-scope
@@ -40,8 +41,8 @@ from typing import Any, NamedTuple
 
 import yaml
 
-from handoff.export import ApprovedExample, ExistingData, build_export, normalize
-from handoff.triggers import HandoffPolicy, decide, top_intent
+from handoff.core.triggers import HandoffPolicy, decide, top_intent
+from handoff.learning.export import ApprovedExample, ExistingData, build_export, normalize
 
 ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_DATA = ROOT.parent / "shared" / "datasets" / "clinc150" / "data_full.json"
@@ -761,8 +762,8 @@ def check_args(parser: argparse.ArgumentParser, args: argparse.Namespace) -> Non
 
 def routing_policy(threshold_only: bool) -> tuple[HandoffPolicy, float | None]:
     """The policy ``handoff serve`` builds from the settings, and their threshold override."""
-    from handoff.app import handoff_policy
     from handoff.settings import load_settings
+    from handoff.web.app import handoff_policy
 
     settings = load_settings()
     if threshold_only:

@@ -51,7 +51,11 @@ def run_tree(tree: Path, concurrent: int) -> dict[str, float]:
         "HANDOFF_SIGN_IN_FORGET_SECONDS": "100000",
         "HANDOFF_SIGN_IN_MAX_LOCKOUT_SECONDS": "900",
     }
-    command = [sys.executable, "-c", "import sys; from handoff.cli import main; sys.exit(main())"]
+    command = [
+        sys.executable,
+        "-c",
+        "import sys; from handoff.cli.main import main; sys.exit(main())",
+    ]
     subprocess.run(
         [*command, "agents", "add", "flood", "--name", "Flood", "--password-stdin"],
         input=PASSWORD + "\n",

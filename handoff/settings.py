@@ -93,7 +93,7 @@ class Settings:
     redis_namespace: str = "handoff"
     """Prefix of our Redis keys and channels (processes that share it are one deployment)."""
     sign_in_username_failures: int = 5
-    """Wrong passwords in a row for one username that lock it out (see handoff.sign_in_throttle)."""
+    """Wrong passwords in a row for one username that lock it out (see web.sign_in_throttle)."""
     sign_in_address_failures: int = 50
     """The same per client address; higher, since an office's agents may share one address."""
     sign_in_lockout_seconds: float = 30.0

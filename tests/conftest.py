@@ -132,7 +132,7 @@ class RunningServer:
 
     @property
     def tracker_database_path(self) -> Path:
-        """The SQLite file of Rasa's trackers (beside ours: see handoff.tracker_store)."""
+        """The SQLite file of Rasa's trackers (beside ours: see handoff.assistant.tracker_store)."""
         return self.database_path.with_name(f"{self.database_path.stem}-rasa.db")
 
 
@@ -294,19 +294,32 @@ class FrameClient:
         await self.ws.close()
 
 
+ANSWER_TYPES = ("bot", "handoff", "agent")
+"""Frames that answer a user's message."""
+
+
 class UserClient(FrameClient):
     def __init__(self, ws: Any, ready: dict[str, Any]) -> None:
         super().__init__(ws)
         self.ready = ready
         self.conversation_id: str = ready["conversation_id"]
 
-    async def say(self, text: str, client_id: str | None = None) -> list[dict[str, Any]]:
-        """Send ``text``; return the frames that answer it (bot messages or handoff notices)."""
+    async def say(
+        self, text: str, client_id: str | None = None, answered: bool = True
+    ) -> list[dict[str, Any]]:
+        """Send ``text``; return the frames that answer it (bot messages or handoff notices).
+
+        With ``answered`` (the default) this waits up to a minute for the first answer, so a
+        slow first prediction on a loaded machine is not mistaken for silence; pass
+        ``answered=False`` for a message that should get no answer (one the bot holds while
+        the conversation waits for an agent).
+        """
         client_id = client_id or uuid.uuid4().hex
         await self.send({"type": "message", "id": client_id, "text": text})
         await self.expect("ack", id=client_id)
-        frames = await self.drain(1.0)
-        answers = [f for f in frames if f["type"] in ("bot", "handoff", "agent")]
+        first = [await self.expect_any(ANSWER_TYPES, timeout=60.0)] if answered else []
+        frames = first + await self.drain(1.0)
+        answers = [f for f in frames if f["type"] in ANSWER_TYPES]
         self.buffer.extend(f for f in frames if f not in answers)
         return answers
 
@@ -461,3 +474,12 @@ async def page(server: RunningServer) -> AsyncIterator[Any]:
         yield new_page
         await browser.close()
         assert violations == [], "the pages must work under their Content-Security-Policy"
+
+
+@pytest.fixture
+def postgres_url() -> Iterator[str]:
+    """A new, empty database on the local PostgreSQL server, dropped afterwards."""
+    from tests.services import fresh_database
+
+    with fresh_database() as url:
+        yield url

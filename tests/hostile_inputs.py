@@ -13,7 +13,7 @@ from typing import Any
 
 from hypothesis import strategies as st
 
-from handoff.protocol import (
+from handoff.core.protocol import (
     AGENT_FRAME_FIELDS,
     CLIENT_ID_PATTERN,
     CONVERSATION_ID_PATTERN,

@@ -1,0 +1,328 @@
+"""The Rasa assistant as the server uses it: load a trained model, answer one user message.
+
+Thin I/O around ``rasa.core.agent.Agent``: loading runs in a worker thread (it takes tens of
+seconds of TensorFlow graph building), every call into Rasa runs on the Rasa thread (see
+:mod:`handoff.assistant.rasa_thread`), the tracker store is ours (see
+:mod:`handoff.assistant.tracker_store`), and
+Rasa's per-conversation lock serialises messages of one conversation.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from rasa.core.agent import Agent
+from rasa.core.channels.channel import CollectingOutputChannel, UserMessage
+from rasa.core.lock_store import LockStore, RedisLockStore
+from rasa.nlu.classifiers.fallback_classifier import THRESHOLD_KEY, FallbackClassifier
+from rasa.shared.core.events import (
+    BotUttered,
+    ConversationPaused,
+    ConversationResumed,
+    Event,
+)
+
+from handoff.assistant.rasa_thread import RasaWorker, shared_worker
+from handoff.assistant.tracker_changes import AgentSaid, BotPaused, BotResumed, TrackerChange
+from handoff.assistant.tracker_store import (
+    ThreadedSQLTrackerStore,
+    cache_event_types,
+    unwrap_fail_safe,
+)
+
+logger = logging.getLogger(__name__)
+
+MODEL_SUFFIX = ".tar.gz"
+
+
+class ModelNotFoundError(FileNotFoundError):
+    """No trained model where the settings point; the message says how to make one."""
+
+
+def resolve_model_path(model_path: Path) -> Path:
+    """Return the model archive to serve: ``model_path`` itself, or the newest one inside it."""
+    if model_path.is_file():
+        return model_path
+    if model_path.is_dir():
+        archives = sorted(model_path.glob(f"*{MODEL_SUFFIX}"), key=lambda p: p.stat().st_mtime)
+        if archives:
+            return archives[-1]
+    raise ModelNotFoundError(
+        f"no trained model at {model_path}; train one with `handoff train` "
+        "(or `make run`, which trains when needed), or set HANDOFF_MODEL_PATH"
+    )
+
+
+@dataclass(frozen=True)
+class ModelInfo:
+    """What is known about the loaded model, for /health and the logs."""
+
+    name: str
+    path: Path
+    fallback_threshold: float | None
+    load_seconds: float
+
+
+class Assistant:
+    """A loaded Rasa agent plus the tracker store it writes to. Build with :meth:`load`."""
+
+    def __init__(self, agent: Agent, info: ModelInfo, worker: RasaWorker | None = None) -> None:
+        self.agent = agent
+        self.info = info
+        self.worker = worker or shared_worker()
+
+    @classmethod
+    async def load(
+        cls,
+        model_path: Path,
+        database_url: str,
+        fallback_threshold: float | None = None,
+        shared_with: Assistant | None = None,
+        lock_store: LockStore | None = None,
+    ) -> Assistant:
+        """Load the model at ``model_path`` (file or folder) with its tracker store on
+        ``database_url``. Raises :class:`ModelNotFoundError` when there is no model.
+
+        ``shared_with``: the assistant this one replaces; the new one shares its lock store, so
+        a conversation's messages stay serialised across a model swap. ``lock_store``: Rasa's
+        lock store for a first load (Rasa's in-memory one by default; Redis across processes)."""
+        started = time.perf_counter()
+        model_file = resolve_model_path(model_path)
+        cache_event_types()
+        # A tracker store of its own: Rasa sets the store's domain while loading, which must
+        # not change under the assistant still serving.
+        store = await asyncio.to_thread(ThreadedSQLTrackerStore, database_url)
+        if shared_with is not None:
+            lock_store = shared_with.agent.lock_store
+        agent = await asyncio.to_thread(
+            Agent.load, str(model_file), tracker_store=store, lock_store=lock_store
+        )
+        assert agent.processor is not None  # Agent.load always builds a processor
+        # Agent wraps any store in FailSafeTrackerStore, which silently swaps in an in-memory
+        # store on database errors; we want such errors to surface instead.
+        agent.tracker_store = unwrap_fail_safe(agent.tracker_store)
+        agent.processor.tracker_store = agent.tracker_store
+        threshold = apply_fallback_threshold(agent, fallback_threshold)
+        info = ModelInfo(
+            name=model_file.name,
+            path=model_file,
+            fallback_threshold=threshold,
+            load_seconds=time.perf_counter() - started,
+        )
+        logger.info("Loaded model %s in %.1f s", info.name, info.load_seconds)
+        return cls(agent, info)
+
+    async def close(self) -> None:
+        """Release the tracker store's database connection (after the last message)."""
+        store = self.agent.tracker_store
+        if isinstance(store, ThreadedSQLTrackerStore):
+            await asyncio.to_thread(store.engine.dispose)
+
+    async def respond(
+        self,
+        conversation_id: str,
+        text: str,
+        *,
+        input_channel: str,
+        message_id: str | None = None,
+        metadata: dict[str, Any] | None = None,
+        parse_data: dict[str, Any] | None = None,
+    ) -> list[dict[str, Any]]:
+        """Run one user message through Rasa and return the bot's messages, in order.
+
+        Each message is a dict with ``text`` and optionally ``buttons``, ``image``, ``custom``.
+        ``parse_data``: the message's :meth:`parse` result, if the caller has it (NLU is then
+        not run again).
+        """
+        collector = CollectingOutputChannel()
+        message = UserMessage(
+            text=text,
+            output_channel=collector,
+            sender_id=conversation_id,
+            input_channel=input_channel,
+            message_id=message_id,
+            metadata=metadata,
+            parse_data=parse_data,
+        )
+        await self.worker.run(self.agent.handle_message(message))
+        return [
+            {key: value for key, value in message.items() if key != "recipient_id"}
+            for message in collector.messages
+        ]
+
+    async def parse(self, text: str) -> dict[str, Any]:
+        """NLU only: intent, intent_ranking, entities. Stores nothing."""
+        parsed: dict[str, Any] = await self.worker.run(self.agent.parse_message(text))
+        return parsed
+
+    async def log_without_answer(
+        self,
+        conversation_id: str,
+        text: str,
+        *,
+        input_channel: str,
+        message_id: str | None = None,
+        metadata: dict[str, Any] | None = None,
+        then: Sequence[TrackerChange] = (),
+        parse_data: dict[str, Any] | None = None,
+    ) -> dict[str, Any]:
+        """Parse and log a user message in the tracker without predicting a bot answer
+        (as Rasa does in a paused conversation); append ``then`` events after it.
+        Returns the message's parse data (with ``intent_ranking``); ``parse_data`` as in
+        :meth:`respond`."""
+        message = UserMessage(
+            text=text,
+            output_channel=CollectingOutputChannel(),
+            sender_id=conversation_id,
+            input_channel=input_channel,
+            message_id=message_id,
+            metadata=metadata,
+            parse_data=parse_data,
+        )
+        events = [to_rasa_event(change) for change in then]
+        return await self.worker.run(self._log_without_answer(message, events))
+
+    async def _log_without_answer(
+        self, message: UserMessage, then: Sequence[Event]
+    ) -> dict[str, Any]:
+        assert self.agent.processor is not None
+        conversation_id = message.sender_id
+        async with self.agent.lock_store.lock(conversation_id):
+            tracker = await self.agent.processor.log_message(message, should_save_tracker=False)
+            for event in then:
+                tracker.update(event)
+            await self.agent.processor.save_tracker(tracker)
+        return dict(tracker.latest_message.parse_data) if tracker.latest_message else {}
+
+    async def append_to_tracker(
+        self, conversation_id: str, changes: Sequence[TrackerChange]
+    ) -> None:
+        """Record ``changes`` (pause, resume, an agent's reply) in the conversation's tracker."""
+        events = [to_rasa_event(change) for change in changes]
+        await self.worker.run(self._append_to_tracker(conversation_id, events))
+
+    async def _append_to_tracker(self, conversation_id: str, events: Sequence[Event]) -> None:
+        assert self.agent.processor is not None
+        async with self.agent.lock_store.lock(conversation_id):
+            tracker = await self.agent.processor.fetch_tracker_and_update_session(
+                conversation_id, CollectingOutputChannel()
+            )
+            for event in events:
+                tracker.update(event)
+            await self.agent.processor.save_tracker(tracker)
+
+    async def is_paused(self, conversation_id: str) -> bool:
+        assert self.agent.processor is not None
+        tracker = await self.worker.run(self.agent.processor.get_tracker(conversation_id))
+        return bool(tracker.is_paused())
+
+    def intent_names(self) -> list[str]:
+        """The intents the model knows, as in the domain."""
+        assert self.agent.domain is not None
+        return list(self.agent.domain.intents)
+
+    def responses(self) -> dict[str, list[str]]:
+        """The domain's responses by name: their text variations."""
+        assert self.agent.domain is not None
+        return {
+            name: [v["text"] for v in variations if v.get("text")]
+            for name, variations in self.agent.domain.responses.items()
+        }
+
+
+def to_rasa_event(change: TrackerChange) -> Event:
+    """The Rasa event that records ``change``."""
+    if isinstance(change, BotPaused):
+        return ConversationPaused()
+    if isinstance(change, BotResumed):
+        return ConversationResumed()
+    if isinstance(change, AgentSaid):
+        return BotUttered(change.text, metadata=change.metadata)
+    raise TypeError(f"not a tracker change: {change!r}")
+
+
+def redis_lock_store(url: str, namespace: str) -> RedisLockStore:
+    """Rasa's Redis lock store on ``url`` (``redis://[:password@]host:port/db``)."""
+    from urllib.parse import urlparse
+
+    parts = urlparse(url)
+    return RedisLockStore(
+        host=parts.hostname or "localhost",
+        port=parts.port or 6379,
+        db=int(parts.path.lstrip("/") or 0),
+        password=parts.password,
+        use_ssl=parts.scheme == "rediss",
+        key_prefix="".join(c for c in namespace if c.isalnum()) or None,  # Rasa: alphanumeric
+    )
+
+
+def _fallback_classifiers(agent: Agent) -> list[FallbackClassifier]:
+    assert agent.processor is not None
+    nodes = agent.processor.graph_runner._instantiated_nodes.values()
+    return [node._component for node in nodes if isinstance(node._component, FallbackClassifier)]
+
+
+def apply_fallback_threshold(agent: Agent, threshold: float | None) -> float | None:
+    """Set the FallbackClassifier threshold of a loaded model; return the one in force.
+
+    Rasa keeps the threshold in the component's config inside the model; this reaches into the
+    prediction graph of Rasa 3.6 (pinned) to change it without retraining.
+    """
+    classifiers = _fallback_classifiers(agent)
+    if not classifiers:
+        if threshold is not None:
+            logger.warning("The model has no FallbackClassifier; fallback_threshold is ignored.")
+        return None
+    for classifier in classifiers:
+        if threshold is not None:
+            classifier.component_config[THRESHOLD_KEY] = threshold
+    return float(classifiers[0].component_config[THRESHOLD_KEY])
+
+
+class AssistantNotReadyError(RuntimeError):
+    """The model is still loading (or failed to load); the message says which."""
+
+
+class AssistantHolder:
+    """The server's handle on the assistant while it loads in the background.
+
+    Created before the model is loaded; request handlers ``await holder.get()``.
+    """
+
+    def __init__(self) -> None:
+        self._assistant: Assistant | None = None
+        self._loaded = asyncio.Event()
+        self.load_error: str | None = None
+
+    @property
+    def current(self) -> Assistant | None:
+        """The loaded assistant, or None while loading or after a failed load."""
+        return self._assistant
+
+    def set(self, assistant: Assistant) -> None:
+        """Serve ``assistant`` from now on. Messages already being answered finish with the
+        assistant they started with."""
+        self._assistant = assistant
+        self.load_error = None
+        self._loaded.set()
+
+    def fail(self, error: str) -> None:
+        self.load_error = error
+        self._loaded.set()
+
+    async def get(self, timeout: float | None = None) -> Assistant:
+        """Wait (up to ``timeout`` seconds) for the model; raise AssistantNotReadyError."""
+        if not self._loaded.is_set():
+            try:
+                await asyncio.wait_for(self._loaded.wait(), timeout)
+            except asyncio.TimeoutError:
+                raise AssistantNotReadyError("the assistant's model is still loading") from None
+        if self._assistant is None:
+            raise AssistantNotReadyError(f"the assistant's model failed to load: {self.load_error}")
+        return self._assistant

@@ -1,0 +1,36 @@
+"""What the conversation service records in Rasa's transcript, in the project's own terms.
+
+The service never builds Rasa events itself: it says what happened (the bot was paused or
+resumed, an agent said something) and the assistant turns it into Rasa's events
+(:func:`handoff.assistant.rasa_assistant.to_rasa_event`). This module imports no Rasa, so a
+fake assistant in tests speaks the same vocabulary.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+__all__ = ["AgentSaid", "BotPaused", "BotResumed", "TrackerChange"]
+
+
+@dataclass(frozen=True)
+class BotPaused:
+    """The conversation went to a person: Rasa stops predicting (``ConversationPaused``)."""
+
+
+@dataclass(frozen=True)
+class BotResumed:
+    """The conversation came back to the bot (``ConversationResumed``)."""
+
+
+@dataclass(frozen=True)
+class AgentSaid:
+    """An agent's reply, kept in Rasa's transcript as a bot utterance (``BotUttered``) whose
+    metadata says who wrote it."""
+
+    text: str
+    metadata: dict[str, Any] = field(default_factory=dict)
+
+
+TrackerChange = BotPaused | BotResumed | AgentSaid

@@ -1,0 +1,213 @@
+"""Rasa's SQL tracker store, made safe to use from the server's event loop.
+
+Rasa's ``SQLTrackerStore`` declares ``async`` methods but runs blocking database calls inside
+them, and Rasa wraps every tracker store in ``FailSafeTrackerStore``, which silently falls back
+to memory on a database error (conversations lost). :class:`ThreadedSQLTrackerStore` runs the
+database work in a worker thread, and :func:`unwrap_fail_safe` removes the silent fallback so
+that storage errors surface to the caller.
+
+Loading and saving a tracker is most of Rasa's work for a relayed message, so both are made
+cheaper than Rasa's own: prebuilt SQL statements (Rasa builds its ORM queries anew on each
+call, and SQLAlchemy then computes their cache keys every time), and
+:func:`cache_event_types`, which memoises Rasa's lookup of an event class by its type name
+(Rasa walks all subclasses of ``Event`` for every event it reads).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import json
+import logging
+from collections.abc import Callable, Iterable
+from pathlib import Path
+from typing import Any
+
+import sqlalchemy as sa
+from rasa.core.tracker_store import FailSafeTrackerStore, SQLTrackerStore, TrackerStore
+from rasa.shared.core.domain import Domain
+from rasa.shared.core.events import Event, SessionStarted
+from rasa.shared.core.trackers import DialogueStateTracker
+from rasa.shared.nlu.constants import INTENT_NAME_KEY
+from sqlalchemy.engine import Engine, make_url
+
+from handoff.storage.migrate import MIGRATION_LOCK
+
+logger = logging.getLogger(__name__)
+
+SQLITE_BUSY_TIMEOUT_MS = 10_000
+"""How long a SQLite writer waits for another one before failing ("database is locked")."""
+
+
+def tracker_database_url(database_url: str) -> str:
+    """Where Rasa's trackers live, given our database's URL.
+
+    PostgreSQL: the same database. SQLite: a file of its own beside ours (``handoff.db`` ->
+    ``handoff-rasa.db``), because our store runs inline on the event loop (see
+    :mod:`handoff.storage.inline_sqlite`) and must never wait in SQLite's busy handler for Rasa's
+    writes, which come from other threads. In-memory SQLite stays as it is.
+    """
+    url = make_url(database_url)
+    if url.get_backend_name() != "sqlite" or not url.database or url.database == ":memory:":
+        return database_url
+    path = Path(url.database)
+    return str(url.set(database=str(path.with_name(f"{path.stem}-rasa{path.suffix}"))))
+
+
+def create_engine(database_url: str) -> Engine:
+    """Create a synchronous engine; for SQLite: the folder, WAL mode and a busy timeout."""
+    url = make_url(database_url)
+    if url.get_backend_name() != "sqlite":
+        return sa.create_engine(url, pool_pre_ping=True)
+
+    if url.database and url.database != ":memory:":
+        Path(url.database).parent.mkdir(parents=True, exist_ok=True)
+    # One connection shared in turn by the worker threads: see handoff.storage.store for why.
+    engine = sa.create_engine(
+        url,
+        connect_args={"check_same_thread": False},
+        poolclass=sa.pool.QueuePool,
+        pool_size=1,
+        max_overflow=0,
+    )
+
+    @sa.event.listens_for(engine, "connect")
+    def _configure_sqlite(dbapi_connection: Any, _record: Any) -> None:
+        cursor = dbapi_connection.cursor()
+        cursor.execute("PRAGMA journal_mode=WAL")
+        cursor.execute("PRAGMA synchronous=NORMAL")  # as our store: shorter write locks
+        cursor.execute(f"PRAGMA busy_timeout={SQLITE_BUSY_TIMEOUT_MS}")
+        cursor.close()
+
+    return engine
+
+
+_EVENT_TYPES: dict[str, type[Event]] = {}
+_resolve_event_type: Callable[..., type[Event] | None] | None = None
+
+
+def cache_event_types() -> None:
+    """Memoise ``Event.resolve_by_type`` (idempotent). Rasa's version walks every subclass of
+    ``Event`` for each event read back from a tracker store: about a third of the Rasa thread's
+    time for a relayed message. Only found classes are cached; unknown names still fall back
+    (or fail) as in Rasa, and a type imported later is found on its first lookup."""
+    global _resolve_event_type
+    if _resolve_event_type is not None:
+        return
+    uncached = Event.resolve_by_type
+    _resolve_event_type = uncached
+
+    def resolve_by_type(type_name: str, default: type[Event] | None = None) -> type[Event] | None:
+        found = _EVENT_TYPES.get(type_name)
+        if found is None:
+            found = uncached(type_name, default)
+            if found is not None and found.type_name == type_name:
+                _EVENT_TYPES[type_name] = found
+        return found
+
+    Event.resolve_by_type = staticmethod(resolve_by_type)
+
+
+class ThreadedSQLTrackerStore(SQLTrackerStore):
+    """``SQLTrackerStore`` whose database calls run in a worker thread.
+
+    Same table (``events``), format and queries as Rasa's, so Rasa's tools read it unchanged.
+    """
+
+    def __init__(self, database_url: str, domain: Domain | None = None) -> None:
+        # Deliberately not calling SQLTrackerStore.__init__: it retries a failing database
+        # forever and builds its URL from parts; we take one URL and fail fast.
+        self.engine = create_engine(database_url)
+        with self.engine.begin() as connection:
+            if connection.dialect.name == "postgresql":
+                # Processes starting together create Rasa's table one after the other.
+                connection.execute(sa.select(sa.func.pg_advisory_xact_lock(MIGRATION_LOCK)))
+            self.Base.metadata.create_all(connection)
+        self.sessionmaker = sa.orm.sessionmaker(bind=self.engine)
+        TrackerStore.__init__(self, domain, None)
+        # Rasa's queries (SQLTrackerStore._event_query), built once.
+        events = self.SQLEvent.__table__
+        sender_id = sa.bindparam("sender_id")
+        session_start = (
+            sa.select(sa.func.max(events.c.timestamp))
+            .where(events.c.sender_id == sender_id)
+            .where(events.c.type_name == SessionStarted.type_name)
+            .scalar_subquery()
+        )
+        in_latest_session = sa.and_(
+            events.c.sender_id == sender_id,
+            sa.or_(events.c.timestamp >= session_start, session_start.is_(None)),
+        )
+        self._select_all_sessions = (
+            sa.select(events.c.data).where(events.c.sender_id == sender_id).order_by(events.c.id)
+        )
+        self._select_latest_session = (
+            sa.select(events.c.data).where(in_latest_session).order_by(events.c.id)
+        )
+        self._count_latest_session = sa.select(sa.func.count()).where(in_latest_session)
+        self._insert_event = events.insert()
+
+    async def save(self, tracker: DialogueStateTracker) -> None:
+        await asyncio.to_thread(self._save_blocking, tracker)
+
+    async def keys(self) -> Iterable[str]:
+        return await asyncio.to_thread(self._keys_blocking)
+
+    async def _retrieve(
+        self, sender_id: str, fetch_events_from_all_sessions: bool
+    ) -> DialogueStateTracker | None:
+        events = await asyncio.to_thread(
+            self._events_blocking, sender_id, fetch_events_from_all_sessions
+        )
+        if not events or self.domain is None:
+            return None
+        return DialogueStateTracker.from_dict(sender_id, events, self.domain.slots)
+
+    def _save_blocking(self, tracker: DialogueStateTracker) -> None:
+        """Append the tracker's events that are not stored yet (as Rasa: those after the
+        number already stored for the latest session), in one transaction."""
+        with self.engine.begin() as connection:
+            stored = connection.execute(
+                self._count_latest_session, {"sender_id": tracker.sender_id}
+            ).scalar_one()
+            rows = []
+            for event in itertools.islice(tracker.events, stored, len(tracker.events)):
+                data = event.as_dict()
+                rows.append(
+                    {
+                        "sender_id": tracker.sender_id,
+                        "type_name": event.type_name,
+                        "timestamp": data.get("timestamp"),
+                        "intent_name": data.get("parse_data", {})
+                        .get("intent", {})
+                        .get(INTENT_NAME_KEY),
+                        "action_name": data.get("name"),
+                        "data": json.dumps(data),
+                    }
+                )
+            if rows:
+                connection.execute(self._insert_event, rows)
+
+    def _keys_blocking(self) -> list[str]:
+        with self.session_scope() as session:
+            rows = session.query(self.SQLEvent.sender_id).distinct().all()
+            return [sender_id for (sender_id,) in rows]
+
+    def _events_blocking(
+        self, sender_id: str, fetch_events_from_all_sessions: bool
+    ) -> list[dict[str, Any]]:
+        query = (
+            self._select_all_sessions
+            if fetch_events_from_all_sessions
+            else self._select_latest_session
+        )
+        with self.engine.connect() as connection:
+            rows = connection.execute(query, {"sender_id": sender_id}).scalars().all()
+        return [json.loads(data) for data in rows]
+
+
+def unwrap_fail_safe(store: TrackerStore) -> TrackerStore:
+    """Return the store inside Rasa's ``FailSafeTrackerStore`` (which hides database errors)."""
+    if isinstance(store, FailSafeTrackerStore):
+        return store._tracker_store
+    return store

@@ -1,0 +1,380 @@
+"""The learning loop's I/O: export approved candidates into the training data, evaluate models
+on the held-out set, record and promote model versions.
+
+The decisions are made by pure functions (:mod:`handoff.learning.export`,
+:mod:`handoff.learning.evaluation`);
+this module reads and writes files, the database and Rasa models around them.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from handoff.assistant.training import domain_dir
+from handoff.assistant.training_data import heldout_examples, predict_intents, read_training_data
+from handoff.learning.evaluation import score
+from handoff.learning.export import (
+    ApprovedExample,
+    ApprovedResponse,
+    ApprovedStory,
+    ExistingData,
+    Export,
+    build_export,
+    merge_learned,
+    normalize,
+)
+from handoff.settings import PROJECT_ROOT, Settings
+from handoff.storage.learning_store import Candidate, LearningStore, ModelVersion
+
+LEARNED_FILES = {"nlu": "nlu.yml", "stories": "stories.yml", "rules": "rules.yml"}
+"""Files under ``data/learned/``; the domain additions go to ``bot/domain/learned.yml``."""
+
+Progress = Callable[[str], None]
+
+
+class ExportError(RuntimeError):
+    """The export would produce invalid training data; nothing was written."""
+
+
+def learned_paths(settings: Settings) -> dict[str, Path]:
+    learned = settings.data_dir / "learned"
+    paths = {kind: learned / name for kind, name in LEARNED_FILES.items()}
+    paths["domain"] = domain_dir(settings.bot_dir) / "learned.yml"
+    return paths
+
+
+# Reading the current training data -----------------------------------------------------------
+
+
+def existing_data(settings: Settings) -> ExistingData:
+    """Normalised example texts (entity markup resolved), intents and responses of the
+    training data and domain as they are on disk."""
+    data = read_training_data(settings.data_dir, settings.bot_dir)
+    return ExistingData(
+        examples={normalize(text): intent for text, intent in data.examples},
+        intents=data.intents,
+        responses=data.responses,
+    )
+
+
+def _read_yaml(path: Path) -> dict[str, Any]:
+    if not path.exists():
+        return {}
+    document = yaml.safe_load(path.read_text(encoding="utf-8"))
+    return document if isinstance(document, dict) else {}
+
+
+def _dump(document: dict[str, Any]) -> str:
+    return str(yaml.safe_dump(document, sort_keys=False, allow_unicode=True, width=1_000_000))
+
+
+# Export ---------------------------------------------------------------------------------------
+
+
+@dataclass
+class ExportResult:
+    written: list[int]
+    skipped: dict[int, str]
+    held: dict[int, str]
+    files: list[str] = field(default_factory=list)
+    """Files that changed (relative to the project root when inside it)."""
+    export_id: int | None = None
+
+
+def approved_export(
+    candidates: list[Candidate], existing: ExistingData, redactions: tuple[str, ...]
+) -> Export:
+    """Build the export of approved candidates (pure apart from the argument conversion)."""
+    examples = [
+        ApprovedExample(c.id, c.text or "", c.intent or "")
+        for c in candidates
+        if c.kind == "example"
+    ]
+    responses = [
+        ApprovedResponse(c.id, c.intent or "", c.text or "")
+        for c in candidates
+        if c.kind == "response"
+    ]
+    stories = [
+        ApprovedStory(
+            c.id,
+            f"handoff {c.handoff_id} ({c.conversation_id})",
+            [(str(t[0]), str(t[1])) for t in c.turns or []],
+        )
+        for c in candidates
+        if c.kind == "story"
+    ]
+    return build_export(
+        examples, responses, stories, existing, [("<redacted>", p) for p in redactions]
+    )
+
+
+async def run_export(
+    settings: Settings, learning: LearningStore, progress: Progress = print
+) -> ExportResult:
+    """Write approved candidates into the learned training files, validated by Rasa first.
+
+    Running it again with nothing newly approved changes no file. Candidates written are
+    marked ``exported``, those refused ``skipped`` (with the reason); a new intent with too
+    few examples stays ``approved`` for a later export.
+    """
+    approved = await learning.candidates(["approved"])
+    progress(f"{len(approved)} approved candidate(s) to export.")
+    existing = await asyncio.to_thread(existing_data, settings)
+    export = approved_export(approved, existing, settings.redact_patterns)
+    skipped = {s.candidate_id: s.reason for s in export.skipped}
+    held = {s.candidate_id: s.reason for s in export.held}
+    result = ExportResult(export.written, skipped, held)
+    if not export.written:
+        if skipped:
+            result.export_id = await learning.record_export([], [], skipped)
+        progress("Nothing new to write.")
+        return result
+
+    paths = learned_paths(settings)
+    current = {kind: _read_yaml(path) for kind, path in paths.items()}
+    merged = merge_learned(current, export)
+    changed = {
+        kind: _dump(document)
+        for kind, document in merged.items()
+        if document != current.get(kind) and _has_content(kind, document)
+    }
+    progress("Validating the new training data with Rasa (rasa data validate)...")
+    problems = await asyncio.to_thread(_validate_with, settings, paths, changed)
+    if problems:
+        raise ExportError(
+            "Rasa rejects the training data this export would write; nothing was written.\n"
+            + problems
+        )
+    for kind, text in changed.items():
+        _write_atomically(paths[kind], text)
+    result.files = [_display(paths[kind]) for kind in changed]
+    result.export_id = await learning.record_export(result.files, export.written, skipped)
+    return result
+
+
+def _has_content(kind: str, document: dict[str, Any]) -> bool:
+    key = {"nlu": "nlu", "stories": "stories", "rules": "rules"}.get(kind)
+    if key is None:
+        return bool(document.get("intents") or document.get("responses"))
+    return bool(document.get(key))
+
+
+def _display(path: Path) -> str:
+    try:
+        return str(path.resolve().relative_to(PROJECT_ROOT))
+    except ValueError:
+        return str(path)
+
+
+def _write_atomically(path: Path, text: str) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    temporary = path.with_name(f".{path.name}.tmp")
+    temporary.write_text(text, encoding="utf-8")
+    os.replace(temporary, path)
+
+
+def _validate_with(settings: Settings, paths: dict[str, Path], changed: dict[str, str]) -> str:
+    """Run ``rasa data validate --fail-on-warnings`` on a copy of bot/ and data/ with the
+    changed files in place; return its complaints ('' when valid)."""
+    with tempfile.TemporaryDirectory(prefix="handoff-export-") as scratch:
+        bot = Path(scratch) / "bot"
+        data = Path(scratch) / "data"
+        shutil.copytree(settings.bot_dir, bot, ignore=shutil.ignore_patterns("__pycache__"))
+        shutil.copytree(settings.data_dir, data)
+        for kind, text in changed.items():
+            original = paths[kind]
+            if kind == "domain":
+                target = domain_dir(bot) / original.name
+            else:
+                target = data / original.relative_to(settings.data_dir)
+            target.parent.mkdir(parents=True, exist_ok=True)
+            target.write_text(text, encoding="utf-8")
+        rasa = Path(sys.executable).parent / "rasa"
+        command = [
+            str(rasa),
+            "data",
+            "validate",
+            "--domain",
+            str(domain_dir(bot)),
+            "--data",
+            str(data),
+            "--config",
+            str(bot / "config.yml"),
+            "--fail-on-warnings",
+        ]
+        result = subprocess.run(
+            command, capture_output=True, text=True, cwd=scratch, check=False, timeout=600
+        )
+    if result.returncode == 0:
+        return ""
+    lines = (result.stdout + result.stderr).splitlines()
+    relevant = [line for line in lines if "WARNING" in line or "ERROR" in line or "Error" in line]
+    return "\n".join(relevant[-20:] or lines[-20:])
+
+
+# Evaluation -----------------------------------------------------------------------------------
+
+
+def metrics_key(test_data: Path, threshold: float | None) -> str:
+    """Identifies what a model's stored metrics were measured on."""
+    digest = hashlib.sha256(test_data.read_bytes())
+    digest.update(f"threshold={threshold}".encode())
+    return digest.hexdigest()[:16]
+
+
+async def evaluate_model(
+    model_file: Path, examples: list[tuple[str, str]], threshold: float | None
+) -> dict[str, Any]:
+    """Load ``model_file`` (tens of seconds) and score it on ``examples``."""
+    predictions = await predict_intents(model_file, [text for text, _ in examples], threshold)
+    return score([intent for _, intent in examples], predictions)
+
+
+async def metrics_for(
+    version: ModelVersion,
+    models_dir: Path,
+    settings: Settings,
+    learning: LearningStore,
+    progress: Progress,
+) -> dict[str, Any]:
+    """The version's held-out metrics: stored ones if measured on the same test set and
+    threshold, otherwise measured now (and stored)."""
+    key = metrics_key(settings.test_data, settings.fallback_threshold)
+    if version.metrics is not None and version.metrics_key == key:
+        progress(f"Using the stored held-out scores of {version.name}.")
+        return version.metrics
+    model_file = models_dir / version.name
+    if not model_file.exists():
+        raise FileNotFoundError(f"model {version.name} is not in {models_dir}")
+    progress(f"Evaluating {version.name} on {settings.test_data.name} (loading the model)...")
+    started = time.perf_counter()
+    metrics = await evaluate_model(
+        model_file, heldout_examples(settings.test_data), settings.fallback_threshold
+    )
+    progress(
+        f"  accuracy {metrics['accuracy']:.4f}, macro-F1 {metrics['macro_f1']:.4f}, "
+        f"fallback rate {metrics['fallback_rate']:.4f} ({time.perf_counter() - started:.0f} s)"
+    )
+    await learning.set_model_metrics(version.name, metrics, key)
+    return metrics
+
+
+# Training and promotion -----------------------------------------------------------------------
+
+
+@dataclass
+class TrainOutcome:
+    model: ModelVersion
+    promoted: bool
+    reason: str
+    report: Path | None
+    live_before: str | None
+
+
+async def train_and_promote(
+    settings: Settings,
+    learning: LearningStore,
+    models_dir: Path,
+    *,
+    retrain: bool = False,
+    promote: str = "auto",
+    progress: Progress = print,
+) -> TrainOutcome:
+    """Train (or reuse) a model from bot/ and data/, evaluate it and the live model on the
+    held-out set, write the comparison report and promote per ``promote``: ``auto`` (if not
+    worse by more than the margin), ``always`` or ``never``."""
+    from handoff.assistant.training import ensure_model
+    from handoff.learning.evaluation import compare, render_markdown
+
+    progress("Training the assistant (reused if bot/ and data/ are unchanged)...")
+    trained = await asyncio.to_thread(
+        ensure_model,
+        models_dir,
+        bot_dir=settings.bot_dir,
+        data_dir=settings.data_dir,
+        force=retrain,
+    )
+    progress(
+        f"Model {trained.path.name}: "
+        + ("up to date, reused" if trained.reused else f"trained in {trained.seconds:.0f} s")
+    )
+    version = await learning.register_model(
+        trained.path.name, trained.training_hash, None if trained.reused else trained.seconds
+    )
+    live = await learning.live_model()
+    if live is not None and live.name == version.name:
+        return TrainOutcome(version, False, "this model is already live", None, live.name)
+
+    new_metrics = await metrics_for(version, models_dir, settings, learning, progress)
+    live_metrics = None
+    if live is not None:
+        try:
+            live_metrics = await metrics_for(live, models_dir, settings, learning, progress)
+        except FileNotFoundError as error:
+            progress(f"The live model cannot be evaluated ({error}); comparing with nothing.")
+    verdict = compare(new_metrics, live_metrics, settings.promotion_margin, promote == "always")
+    if promote == "never":
+        verdict = type(verdict)(False, f"not promoted on request (would be: {verdict.reason})")
+
+    reports = models_dir / "reports"
+    reports.mkdir(parents=True, exist_ok=True)
+    stem = version.name.removesuffix(".tar.gz")
+    report_md = reports / f"{stem}.md"
+    report_md.write_text(
+        render_markdown(
+            version.name,
+            new_metrics,
+            live.name if live else None,
+            live_metrics,
+            verdict,
+            _display(settings.test_data),
+        ),
+        encoding="utf-8",
+    )
+    (reports / f"{stem}.json").write_text(
+        json.dumps(
+            {
+                "new": {"name": version.name, "metrics": new_metrics},
+                "live": {"name": live.name, "metrics": live_metrics} if live else None,
+                "promote": verdict.promote,
+                "reason": verdict.reason,
+                "margin": settings.promotion_margin,
+                "test_data": _display(settings.test_data),
+                "at": time.time(),
+            },
+            indent=2,
+        ),
+        encoding="utf-8",
+    )
+    status = "live" if verdict.promote else ("candidate" if promote == "never" else "rejected")
+    await learning.set_model_outcome(version.name, status, str(report_md))
+    refreshed = next(m for m in await learning.models() if m.name == version.name)
+    return TrainOutcome(
+        refreshed, verdict.promote, verdict.reason, report_md, live.name if live else None
+    )
+
+
+async def live_model_file(settings: Settings, learning: LearningStore) -> Path | None:
+    """The promoted model's archive, when ``model_path`` is a folder and one is promoted."""
+    if not settings.model_path.is_dir():
+        return None
+    live = await learning.live_model()
+    if live is None:
+        return None
+    path = settings.model_path / live.name
+    return path if path.exists() else None

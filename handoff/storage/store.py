@@ -1,0 +1,674 @@
+"""Our persistent state behind one async repository: agents, sessions, conversations, handoffs,
+messages, labels and the event log that clients resume from.
+
+Rows come out as plain dataclasses. Each public method is one transaction; the caller never
+sees a half-written change. SQLite (default) runs in WAL mode with a busy timeout; PostgreSQL
+works by URL.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any, cast
+
+import sqlalchemy as sa
+from sqlalchemy.engine import make_url
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
+
+from handoff.core.routing import Conversation, State
+from handoff.storage import schema
+from handoff.storage.inline_sqlite import inline_sqlite_engine
+
+SQLITE_BUSY_TIMEOUT_S = 10.0
+
+ASYNC_DRIVERS = {"sqlite": "sqlite+aiosqlite", "postgresql": "postgresql+asyncpg"}
+
+
+def async_url(database_url: str) -> str:
+    """The same database with an asyncio driver (``sqlite`` -> ``sqlite+aiosqlite``)."""
+    url = make_url(database_url)
+    backend = url.get_backend_name()
+    if backend not in ASYNC_DRIVERS:
+        raise ValueError(f"unsupported database {backend!r}; use sqlite or postgresql")
+    return str(url.set(drivername=ASYNC_DRIVERS[backend]))
+
+
+class ConcurrentUpdate(Exception):
+    """Someone else changed the conversation first (e.g. two agents claiming at once)."""
+
+
+@dataclass(frozen=True)
+class Agent:
+    id: int
+    username: str
+    display_name: str
+    role: str
+    disabled: bool
+    password_hash: str
+
+    @property
+    def is_maintainer(self) -> bool:
+        return self.role == "maintainer"
+
+
+@dataclass(frozen=True)
+class StoredConversation:
+    conversation: Conversation
+    version: int
+    handoff_id: int | None
+    fallback_streak: int
+    updated_at: float
+
+
+@dataclass(frozen=True)
+class Message:
+    id: int
+    conversation_id: str
+    handoff_id: int | None
+    sender: str
+    agent_id: int | None
+    client_message_id: str | None
+    text: str
+    intent_ranking: list[dict[str, Any]] | None
+    response_name: str | None
+    created_at: float
+
+
+@dataclass(frozen=True)
+class QueuedConversation:
+    conversation_id: str
+    reason: str | None
+    queued_at: float
+    last_message: Message | None
+    """The last thing the user said, with its intent ranking."""
+
+
+@dataclass(frozen=True)
+class Event:
+    id: int
+    audience: str
+    conversation_id: str | None
+    agent_id: int | None
+    type: str
+    payload: dict[str, Any]
+    created_at: float
+
+
+@dataclass(frozen=True)
+class NewEvent:
+    """An event to append in the same transaction as the change it reports."""
+
+    audience: str  # "user" or "agents"
+    type: str
+    payload: dict[str, Any]
+    conversation_id: str | None = None
+    agent_id: int | None = None
+
+
+def _agent(row: Any) -> Agent:
+    return Agent(
+        id=row.id,
+        username=row.username,
+        display_name=row.display_name,
+        role=row.role,
+        disabled=bool(row.disabled),
+        password_hash=row.password_hash,
+    )
+
+
+def _message(row: Any) -> Message:
+    return Message(**{column.name: row._mapping[column.name] for column in schema.messages.c})
+
+
+def _event(row: Any) -> Event:
+    return Event(**{column.name: row._mapping[column.name] for column in schema.events.c})
+
+
+# Statements on the relay path, built once: building and cache-keying a statement with its
+# values inlined cost more than running it on SQLite. Parameters are passed at execution.
+_SELECT_CONVERSATION = schema.conversations.select().where(
+    schema.conversations.c.id == sa.bindparam("b_conversation_id")
+)
+_SELECT_MESSAGE_BY_CLIENT_ID = schema.messages.select().where(
+    schema.messages.c.conversation_id == sa.bindparam("b_conversation_id"),
+    schema.messages.c.sender == sa.bindparam("b_sender"),
+    schema.messages.c.client_message_id == sa.bindparam("b_client_message_id"),
+)
+_INSERT_MESSAGE = schema.messages.insert()
+_INSERT_EVENT = schema.events.insert()
+_SET_INTENT_RANKING = (
+    schema.messages.update()
+    .where(schema.messages.c.id == sa.bindparam("b_message_id"))
+    .values(intent_ranking=sa.bindparam("b_ranking"))
+)
+_MARK_FIRST_AGENT_REPLY = (
+    schema.handoffs.update()
+    .where(
+        schema.handoffs.c.id == sa.bindparam("b_handoff_id"),
+        schema.handoffs.c.first_agent_reply_at.is_(None),
+    )
+    .values(first_agent_reply_at=sa.bindparam("b_at"))
+)
+
+
+class Store:
+    """The repository. Open with :meth:`open`, close with :meth:`close`."""
+
+    def __init__(self, engine: AsyncEngine) -> None:
+        self.engine = engine
+
+    @classmethod
+    async def open(cls, database_url: str) -> Store:
+        """Connect (the schema must be migrated already: see :mod:`handoff.storage.migrate`)."""
+        if make_url(database_url).get_backend_name() == "sqlite":
+            # One connection, used inline on the loop (see .inline_sqlite): SQLite has
+            # one writer at a time anyway, and several connections of ours would wait on each
+            # other in SQLite's busy handler (milliseconds each).
+            inline = inline_sqlite_engine(database_url, SQLITE_BUSY_TIMEOUT_S)
+            return cls(cast(AsyncEngine, inline))
+        engine = create_async_engine(async_url(database_url), pool_pre_ping=True)
+        return cls(engine)
+
+    async def close(self) -> None:
+        await self.engine.dispose()
+
+    @property
+    def concurrent_writers(self) -> bool:
+        """True when transactions can commit concurrently (PostgreSQL): live connections must
+        then read events from the database in id order instead of taking them from the hub."""
+        return bool(self.engine.dialect.name == "postgresql")
+
+    # Agents and sessions -----------------------------------------------------------------
+
+    async def add_agent(
+        self, username: str, display_name: str, password_hash: str, role: str
+    ) -> Agent:
+        async with self.engine.begin() as db:
+            result = await db.execute(
+                schema.agents.insert().values(
+                    username=username,
+                    display_name=display_name,
+                    password_hash=password_hash,
+                    role=role,
+                    disabled=False,
+                    created_at=time.time(),
+                )
+            )
+            agent_id = result.inserted_primary_key[0]
+            row = (
+                await db.execute(schema.agents.select().where(schema.agents.c.id == agent_id))
+            ).one()
+        return _agent(row)
+
+    async def agent_by_username(self, username: str) -> Agent | None:
+        async with self.engine.connect() as db:
+            row = (
+                await db.execute(schema.agents.select().where(schema.agents.c.username == username))
+            ).first()
+        return _agent(row) if row else None
+
+    async def agent_by_id(self, agent_id: int) -> Agent | None:
+        async with self.engine.connect() as db:
+            row = (
+                await db.execute(schema.agents.select().where(schema.agents.c.id == agent_id))
+            ).first()
+        return _agent(row) if row else None
+
+    async def list_agents(self) -> list[Agent]:
+        async with self.engine.connect() as db:
+            rows = await db.execute(schema.agents.select().order_by(schema.agents.c.username))
+        return [_agent(row) for row in rows]
+
+    async def update_agent(self, agent_id: int, **values: Any) -> None:
+        """Change ``display_name``, ``password_hash``, ``role`` or ``disabled``. Disabling the
+        account or changing its role ends its sessions (a session keeps the rights it was
+        signed in with)."""
+        allowed = {"display_name", "password_hash", "role", "disabled"}
+        if not set(values) <= allowed:
+            raise ValueError(f"cannot update {sorted(set(values) - allowed)}")
+        async with self.engine.begin() as db:
+            role = (
+                await db.execute(
+                    sa.select(schema.agents.c.role).where(schema.agents.c.id == agent_id)
+                )
+            ).scalar()
+            await db.execute(
+                schema.agents.update().where(schema.agents.c.id == agent_id).values(**values)
+            )
+            if values.get("disabled") or values.get("role", role) != role:
+                await db.execute(
+                    schema.agent_sessions.delete().where(
+                        schema.agent_sessions.c.agent_id == agent_id
+                    )
+                )
+
+    async def add_session(self, token_hash: str, agent_id: int, expires_at: float) -> None:
+        async with self.engine.begin() as db:
+            await db.execute(
+                schema.agent_sessions.insert().values(
+                    token_hash=token_hash,
+                    agent_id=agent_id,
+                    created_at=time.time(),
+                    expires_at=expires_at,
+                )
+            )
+
+    async def session_agent(self, token_hash: str, now: float) -> Agent | None:
+        """The enabled agent of an unexpired session, else None."""
+        query = (
+            sa.select(schema.agents)
+            .join(schema.agent_sessions, schema.agent_sessions.c.agent_id == schema.agents.c.id)
+            .where(
+                schema.agent_sessions.c.token_hash == token_hash,
+                schema.agent_sessions.c.expires_at > now,
+                schema.agents.c.disabled.is_(False),
+            )
+        )
+        async with self.engine.connect() as db:
+            row = (await db.execute(query)).first()
+        return _agent(row) if row else None
+
+    async def account_states(
+        self, token_hashes: Sequence[str], now: float
+    ) -> tuple[dict[int, Agent], set[str]]:
+        """Every account as stored now (by id), and which of ``token_hashes`` are sessions
+        still open (unexpired): one query, for the sweep of open agent sockets."""
+        sessions = schema.agent_sessions
+        query = sa.select(schema.agents, sessions.c.token_hash).select_from(
+            schema.agents.outerjoin(
+                sessions,
+                sa.and_(
+                    sessions.c.agent_id == schema.agents.c.id,
+                    sessions.c.token_hash.in_(list(token_hashes)),
+                    sessions.c.expires_at > now,
+                ),
+            )
+        )
+        async with self.engine.connect() as db:
+            rows = (await db.execute(query)).all()
+        agents = {row.id: _agent(row) for row in rows}
+        return agents, {row.token_hash for row in rows if row.token_hash is not None}
+
+    async def delete_session(self, token_hash: str) -> None:
+        async with self.engine.begin() as db:
+            await db.execute(
+                schema.agent_sessions.delete().where(
+                    schema.agent_sessions.c.token_hash == token_hash
+                )
+            )
+
+    # Conversations ------------------------------------------------------------------------
+
+    async def conversation(self, conversation_id: str) -> StoredConversation:
+        """The conversation's routing state (a new conversation is in state BOT)."""
+        async with self.engine.connect() as db:
+            return await _load_conversation(db, conversation_id)
+
+    async def assigned_conversations(self, agent_id: int) -> list[StoredConversation]:
+        return await self._conversations_where(
+            schema.conversations.c.state == State.ASSIGNED.value,
+            schema.conversations.c.agent_id == agent_id,
+        )
+
+    async def _conversations_where(self, *conditions: Any) -> list[StoredConversation]:
+        query = (
+            schema.conversations.select()
+            .where(*conditions)
+            .order_by(schema.conversations.c.updated_at)
+        )
+        async with self.engine.connect() as db:
+            rows = await db.execute(query)
+        return [_stored(row) for row in rows]
+
+    async def save_conversation(
+        self,
+        before: StoredConversation,
+        after: Conversation,
+        *,
+        events: Sequence[NewEvent] = (),
+        fallback_streak: int | None = None,
+        handoff_update: dict[str, Any] | None = None,
+        new_handoff: bool = False,
+        assignment: tuple[int | None, int | None] | None = None,
+    ) -> tuple[StoredConversation, list[Event]]:
+        """Write a transition atomically if nobody changed the conversation since ``before``.
+
+        ``new_handoff`` opens a handoff row; ``handoff_update`` sets columns of the open one
+        (e.g. ``claimed_at``); ``assignment`` is ``(new_agent_id, previous_agent_id)``.
+        Raises :class:`ConcurrentUpdate` when ``before.version`` is stale: nothing is written.
+        """
+        now = time.time()
+        async with self.engine.begin() as db:
+            handoff_id = before.handoff_id
+            if new_handoff:
+                result = await db.execute(
+                    schema.handoffs.insert().values(
+                        conversation_id=after.id,
+                        reason=after.handoff_reason or "unknown",
+                        queued_at=now,
+                    )
+                )
+                handoff_id = result.inserted_primary_key[0]
+            if handoff_update and handoff_id is not None:
+                await db.execute(
+                    schema.handoffs.update()
+                    .where(schema.handoffs.c.id == handoff_id)
+                    .values(**handoff_update)
+                )
+            if assignment and handoff_id is not None:
+                new_agent, previous_agent = assignment
+                if previous_agent is not None:
+                    await db.execute(
+                        schema.assignments.update()
+                        .where(
+                            schema.assignments.c.handoff_id == handoff_id,
+                            schema.assignments.c.agent_id == previous_agent,
+                            schema.assignments.c.released_at.is_(None),
+                        )
+                        .values(released_at=now)
+                    )
+                if new_agent is not None:
+                    await db.execute(
+                        schema.assignments.insert().values(
+                            handoff_id=handoff_id, agent_id=new_agent, assigned_at=now
+                        )
+                    )
+            open_handoff = handoff_id if after.state in (State.QUEUED, State.ASSIGNED) else None
+            values = {
+                "state": after.state.value,
+                "agent_id": int(after.agent_id) if after.agent_id else None,
+                "handoff_id": open_handoff,
+                "handoff_reason": after.handoff_reason,
+                "fallback_streak": (
+                    before.fallback_streak if fallback_streak is None else fallback_streak
+                ),
+                "version": before.version + 1,
+                "updated_at": now,
+            }
+            if before.version == 0 and not await _exists(db, after.id):
+                await db.execute(schema.conversations.insert().values(id=after.id, **values))
+            else:
+                result = await db.execute(
+                    schema.conversations.update()
+                    .where(
+                        schema.conversations.c.id == after.id,
+                        schema.conversations.c.version == before.version,
+                    )
+                    .values(**values)
+                )
+                if result.rowcount != 1:
+                    raise ConcurrentUpdate(after.id)
+            written = [await _append_event(db, event, now) for event in events]
+            stored = await _load_conversation(db, after.id)
+        return stored, written
+
+    # Messages, labels, events ---------------------------------------------------------------
+
+    async def add_message(
+        self,
+        conversation_id: str,
+        sender: str,
+        text: str,
+        *,
+        handoff_id: int | None = None,
+        agent_id: int | None = None,
+        client_message_id: str | None = None,
+        response_name: str | None = None,
+        events: Sequence[NewEvent] = (),
+    ) -> tuple[Message, bool, list[Event]]:
+        """Store a message and its events; return (message, created, events).
+
+        With a ``client_message_id`` already stored for this conversation and sender, nothing
+        is written and the earlier message comes back with ``created=False``.
+        """
+        now = time.time()
+        async with self.engine.begin() as db:
+            if client_message_id is not None:
+                existing = await _message_by_client_id(
+                    db, conversation_id, sender, client_message_id
+                )
+                if existing:
+                    return existing, False, []
+            values: dict[str, Any] = {
+                "conversation_id": conversation_id,
+                "handoff_id": handoff_id,
+                "sender": sender,
+                "agent_id": agent_id,
+                "client_message_id": client_message_id,
+                "text": text,
+                "intent_ranking": None,
+                "response_name": response_name,
+                "created_at": now,
+            }
+            try:
+                result = await db.execute(_INSERT_MESSAGE, values)
+            except sa.exc.IntegrityError:
+                existing = None
+            else:
+                message_id = int(result.inserted_primary_key[0])
+                enriched = [
+                    NewEvent(
+                        e.audience,
+                        e.type,
+                        {**e.payload, "message_id": message_id},
+                        e.conversation_id,
+                        e.agent_id,
+                    )
+                    for e in events
+                ]
+                written = [await _append_event(db, event, now) for event in enriched]
+                return Message(id=message_id, **values), True, written
+        # Lost a race against the same client id (another process): return the stored one.
+        assert client_message_id is not None
+        stored = await self._message_by_client_id(conversation_id, sender, client_message_id)
+        assert stored is not None
+        return stored, False, []
+
+    async def user_message_by_client_id(
+        self, conversation_id: str, client_message_id: str
+    ) -> Message | None:
+        return await self._message_by_client_id(conversation_id, "user", client_message_id)
+
+    async def _message_by_client_id(
+        self, conversation_id: str, sender: str, client_message_id: str
+    ) -> Message | None:
+        async with self.engine.connect() as db:
+            return await _message_by_client_id(db, conversation_id, sender, client_message_id)
+
+    async def set_intent_ranking(
+        self, message_id: int, ranking: list[dict[str, Any]], events: Sequence[NewEvent] = ()
+    ) -> list[Event]:
+        now = time.time()
+        async with self.engine.begin() as db:
+            await db.execute(
+                _SET_INTENT_RANKING, {"b_message_id": message_id, "b_ranking": ranking}
+            )
+            return [await _append_event(db, event, now) for event in events]
+
+    async def messages(self, conversation_id: str) -> list[Message]:
+        query = (
+            schema.messages.select()
+            .where(schema.messages.c.conversation_id == conversation_id)
+            .order_by(schema.messages.c.id)
+        )
+        async with self.engine.connect() as db:
+            rows = await db.execute(query)
+        return [_message(row) for row in rows]
+
+    async def message(self, message_id: int) -> Message | None:
+        async with self.engine.connect() as db:
+            row = (
+                await db.execute(schema.messages.select().where(schema.messages.c.id == message_id))
+            ).first()
+        return _message(row) if row else None
+
+    async def labels(self, message_ids: Sequence[int]) -> dict[int, str]:
+        """The latest label of each message that has one."""
+        query = (
+            schema.labels.select()
+            .where(schema.labels.c.message_id.in_(list(message_ids)))
+            .order_by(schema.labels.c.id)
+        )
+        async with self.engine.connect() as db:
+            rows = await db.execute(query)
+        return {row.message_id: row.intent for row in rows}
+
+    async def mark_first_agent_reply(self, handoff_id: int, at: float) -> None:
+        """Record the time of a handoff's first agent reply (later calls change nothing)."""
+        async with self.engine.begin() as db:
+            await db.execute(_MARK_FIRST_AGENT_REPLY, {"b_handoff_id": handoff_id, "b_at": at})
+
+    async def queue(self) -> list[QueuedConversation]:
+        """Queued conversations, oldest first, each with its last user message (two queries)."""
+        c, h, m = schema.conversations, schema.handoffs, schema.messages
+        queued_query = (
+            sa.select(c.c.id, c.c.handoff_reason, c.c.updated_at, h.c.queued_at)
+            .select_from(c.outerjoin(h, h.c.id == c.c.handoff_id))
+            .where(c.c.state == State.QUEUED.value)
+            .order_by(c.c.updated_at)
+        )
+        async with self.engine.connect() as db:
+            queued = (await db.execute(queued_query)).all()
+            ids = [row.id for row in queued]
+            last_ids = (
+                sa.select(sa.func.max(m.c.id))
+                .where(m.c.conversation_id.in_(ids), m.c.sender == "user")
+                .group_by(m.c.conversation_id)
+            )
+            last = {
+                row.conversation_id: row
+                for row in await db.execute(sa.select(m).where(m.c.id.in_(last_ids)))
+            }
+        return [
+            QueuedConversation(
+                conversation_id=row.id,
+                reason=row.handoff_reason,
+                queued_at=row.queued_at if row.queued_at is not None else row.updated_at,
+                last_message=_message(last[row.id]) if row.id in last else None,
+            )
+            for row in queued
+        ]
+
+    async def append_events(self, events: Sequence[NewEvent]) -> list[Event]:
+        now = time.time()
+        async with self.engine.begin() as db:
+            return [await _append_event(db, event, now) for event in events]
+
+    async def user_events_after(self, conversation_id: str, after_id: int) -> list[Event]:
+        query = (
+            schema.events.select()
+            .where(
+                schema.events.c.audience == "user",
+                schema.events.c.conversation_id == conversation_id,
+                schema.events.c.id > after_id,
+            )
+            .order_by(schema.events.c.id)
+        )
+        async with self.engine.connect() as db:
+            rows = await db.execute(query)
+        return [_event(row) for row in rows]
+
+    async def agent_events_after(self, agent_id: int, after_id: int) -> list[Event]:
+        query = (
+            schema.events.select()
+            .where(
+                schema.events.c.audience == "agents",
+                sa.or_(schema.events.c.agent_id.is_(None), schema.events.c.agent_id == agent_id),
+                schema.events.c.id > after_id,
+            )
+            .order_by(schema.events.c.id)
+        )
+        async with self.engine.connect() as db:
+            rows = await db.execute(query)
+        return [_event(row) for row in rows]
+
+    async def last_event_id(self) -> int:
+        async with self.engine.connect() as db:
+            value = (await db.execute(sa.select(sa.func.max(schema.events.c.id)))).scalar()
+        return int(value or 0)
+
+    async def oldest_event_id(self) -> int:
+        async with self.engine.connect() as db:
+            value = (await db.execute(sa.select(sa.func.min(schema.events.c.id)))).scalar()
+        return int(value or 0)
+
+    async def trim_events(self, older_than: float) -> int:
+        """Delete events created before ``older_than``; clients behind them must resync."""
+        async with self.engine.begin() as db:
+            result = await db.execute(
+                schema.events.delete().where(schema.events.c.created_at < older_than)
+            )
+        return int(result.rowcount)
+
+
+async def _exists(db: AsyncConnection, conversation_id: str) -> bool:
+    query = sa.select(schema.conversations.c.id).where(schema.conversations.c.id == conversation_id)
+    return (await db.execute(query)).first() is not None
+
+
+async def _load_conversation(db: AsyncConnection, conversation_id: str) -> StoredConversation:
+    row = (await db.execute(_SELECT_CONVERSATION, {"b_conversation_id": conversation_id})).first()
+    if row is None:
+        return StoredConversation(Conversation(conversation_id), 0, None, 0, 0.0)
+    return _stored(row)
+
+
+async def _message_by_client_id(
+    db: AsyncConnection, conversation_id: str, sender: str, client_message_id: str
+) -> Message | None:
+    parameters = {
+        "b_conversation_id": conversation_id,
+        "b_sender": sender,
+        "b_client_message_id": client_message_id,
+    }
+    row = (await db.execute(_SELECT_MESSAGE_BY_CLIENT_ID, parameters)).first()
+    return _message(row) if row else None
+
+
+def _stored(row: Any) -> StoredConversation:
+    return StoredConversation(
+        conversation=Conversation(
+            id=row.id,
+            state=State(row.state),
+            agent_id=str(row.agent_id) if row.agent_id is not None else None,
+            handoff_reason=row.handoff_reason,
+        ),
+        version=row.version,
+        handoff_id=row.handoff_id,
+        fallback_streak=row.fallback_streak,
+        updated_at=row.updated_at,
+    )
+
+
+EVENT_ORDER_LOCK = 0x68616E64  # "hand"
+"""PostgreSQL advisory lock that makes event ids commit in increasing order."""
+
+
+async def _append_event(db: AsyncConnection, event: NewEvent, now: float) -> Event:
+    if db.dialect.name == "postgresql":
+        # Transactions that write events take turns until they commit, so an event id is
+        # visible only after every smaller one: a client reading "events after my cursor"
+        # can never skip one that commits late. (SQLite has one writer anyway.)
+        await db.execute(sa.select(sa.func.pg_advisory_xact_lock(EVENT_ORDER_LOCK)))
+    result = await db.execute(
+        _INSERT_EVENT,
+        {
+            "audience": event.audience,
+            "conversation_id": event.conversation_id,
+            "agent_id": event.agent_id,
+            "type": event.type,
+            "payload": event.payload,
+            "created_at": now,
+        },
+    )
+    return Event(
+        id=int(result.inserted_primary_key[0]),
+        audience=event.audience,
+        conversation_id=event.conversation_id,
+        agent_id=event.agent_id,
+        type=event.type,
+        payload=event.payload,
+        created_at=now,
+    )

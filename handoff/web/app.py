@@ -1,0 +1,267 @@
+"""The one wiring point: :func:`create_app` builds the sanic server from :class:`Settings`."""
+
+from __future__ import annotations
+
+import asyncio
+import gc
+import logging
+import time
+from pathlib import Path
+
+from sanic import Sanic
+
+from handoff.assistant.rasa_assistant import Assistant, AssistantHolder, redis_lock_store
+from handoff.assistant.rasa_http_api import set_rasa_api_agent
+from handoff.assistant.tracker_store import tracker_database_url
+from handoff.conversations.account_changes import AccountSweep
+from handoff.conversations.service import ConversationService
+from handoff.core.protocol import MAX_REST_BODY_BYTES, WEBSOCKET_MAX_SIZE
+from handoff.core.triggers import HandoffPolicy, top_intent
+from handoff.learning.loop import live_model_file
+from handoff.operator_output import route_sanic_logs_to_root
+from handoff.realtime.agent_connections import AgentConnections
+from handoff.realtime.hub import Hub, ephemeral_event
+from handoff.realtime.locks import ConversationLocks, RedisConversationLocks
+from handoff.realtime.presence import Presence
+from handoff.realtime.redis_hub import RedisHub, RedisPresence
+from handoff.realtime.redis_hub import connect as connect_redis
+from handoff.settings import Settings
+from handoff.storage.learning_store import LearningStore
+from handoff.storage.migrate import upgrade
+from handoff.storage.store import Store
+from handoff.web import agent_channel, learning_api, pages, rest_channel, user_channel
+from handoff.web.http_errors import JsonApiErrorHandler
+from handoff.web.security_headers import add_security_headers
+from handoff.web.sign_in_throttle import forget_stale_counters
+
+logger = logging.getLogger(__name__)
+
+APP_NAME = "handoff"
+EVENT_TRIM_INTERVAL_S = 600.0
+SHUTDOWN_DRAIN_SECONDS = 10.0
+"""How long a stopping server waits for queued Rasa tracker updates."""
+RETIRED_MODEL_GRACE_SECONDS = 60.0
+"""How long a swapped-out model keeps its database connection for messages it still answers."""
+
+
+def handoff_policy(settings: Settings) -> HandoffPolicy:
+    return HandoffPolicy(
+        request_intents=frozenset(settings.handoff_intents),
+        always_human_intents=frozenset(settings.always_human_intents),
+        intent_thresholds=dict(settings.intent_thresholds),
+        fallbacks_before_handoff=settings.fallbacks_before_handoff,
+    )
+
+
+def create_app(settings: Settings) -> Sanic:
+    """Build the server. Storage opens before it listens; the model loads in the background
+    once it listens, and ``/health`` answers 503 until it is ready."""
+    app = Sanic(APP_NAME, error_handler=JsonApiErrorHandler(), configure_logging=False)
+    app.config.REQUEST_MAX_SIZE = MAX_REST_BODY_BYTES
+    app.config.WEBSOCKET_MAX_SIZE = WEBSOCKET_MAX_SIZE
+    app.config.WEBSOCKET_PING_INTERVAL = 20
+    app.config.WEBSOCKET_PING_TIMEOUT = settings.websocket_ping_timeout
+    app.ctx.settings = settings
+    app.ctx.assistant = AssistantHolder()
+    app.ctx.hub = Hub()
+    app.ctx.presence = Presence()
+    app.ctx.agent_connections = AgentConnections()
+    add_security_headers(app)
+
+    app.blueprint(pages.blueprint)
+    app.blueprint(user_channel.blueprint)
+    app.blueprint(rest_channel.blueprint)
+    app.blueprint(agent_channel.blueprint)
+    app.blueprint(learning_api.blueprint)
+    if settings.rasa_api_token:
+        from handoff.assistant.rasa_http_api import mount_rasa_http_api
+
+        mounted = mount_rasa_http_api(app, settings.rasa_api_token)
+        logger.info("Rasa HTTP API enabled (token required): %d routes", len(mounted))
+        route_sanic_logs_to_root()  # Rasa's app installed sanic's own log handlers
+
+    @app.before_server_start
+    async def open_storage(app: Sanic, _loop: asyncio.AbstractEventLoop) -> None:
+        await asyncio.to_thread(upgrade, settings.database_url)
+        app.ctx.store = await Store.open(settings.database_url)
+        app.ctx.learning = LearningStore(app.ctx.store.engine)
+        locks = ConversationLocks()
+        if settings.redis_url:
+            redis = connect_redis(settings.redis_url)
+            app.ctx.redis = redis
+            app.ctx.hub = RedisHub(redis, settings.redis_namespace)
+            app.ctx.presence = RedisPresence(redis, settings.redis_namespace)
+            locks = RedisConversationLocks(redis, settings.redis_namespace)
+            await app.ctx.hub.start()
+            await app.ctx.presence.start()
+        app.ctx.service = ConversationService(
+            app.ctx.store,
+            app.ctx.hub,
+            app.ctx.assistant,
+            handoff_policy(settings),
+            app.ctx.presence,
+            app.ctx.learning,
+            settings.verification_band,
+            locks,
+        )
+
+    @app.after_server_start
+    async def start_background_work(app: Sanic, _loop: asyncio.AbstractEventLoop) -> None:
+        app.ctx.background = [
+            asyncio.create_task(_load_and_watch(app, settings)),
+            asyncio.create_task(_trim_events(app.ctx.store, settings.event_retention_hours)),
+            asyncio.create_task(forget_stale_counters(app.ctx.store.engine, settings)),
+            asyncio.create_task(app.ctx.agent_connections.follow(app.ctx.hub)),
+            asyncio.create_task(
+                AccountSweep(app.ctx.agent_connections, app.ctx.store, app.ctx.service).run()
+            ),
+        ]
+
+    @app.before_server_stop
+    async def close_storage(app: Sanic, _loop: asyncio.AbstractEventLoop) -> None:
+        await app.ctx.service.drain(timeout=SHUTDOWN_DRAIN_SECONDS)
+        for task in app.ctx.background:
+            task.cancel()
+        await asyncio.gather(*app.ctx.background, return_exceptions=True)
+        if settings.redis_url:
+            await app.ctx.presence.close()
+            await app.ctx.hub.close()
+            await app.ctx.redis.close()
+        await app.ctx.store.close()
+
+    return app
+
+
+async def _trim_events(store: Store, retention_hours: float) -> None:
+    while True:
+        try:
+            deleted = await store.trim_events(time.time() - retention_hours * 3600)
+            if deleted:
+                logger.info("Trimmed %d events older than %.0f h", deleted, retention_hours)
+        except Exception:
+            logger.exception("Could not trim old events")
+        await asyncio.sleep(EVENT_TRIM_INTERVAL_S)
+
+
+async def _load_and_watch(app: Sanic, settings: Settings) -> None:
+    """Load the promoted model (or the newest one), then swap to each newly promoted model."""
+    holder: AssistantHolder = app.ctx.assistant
+    learning: LearningStore = app.ctx.learning
+    try:
+        model = await live_model_file(settings, learning) or settings.model_path
+        lock_store = (
+            redis_lock_store(settings.redis_url, settings.redis_namespace)
+            if settings.redis_url
+            else None
+        )
+        assistant = await Assistant.load(
+            model,
+            tracker_database_url(settings.database_url),
+            settings.fallback_threshold,
+            lock_store=lock_store,
+        )
+    except Exception as error:
+        logger.exception("Could not load the model from %s", settings.model_path)
+        holder.fail(f"{type(error).__name__}: {error}")
+        return
+    holder.set(assistant)
+    set_rasa_api_agent(app, assistant.agent)
+    freeze_heap()
+    host = "127.0.0.1" if settings.host in ("0.0.0.0", "::") else settings.host
+    base = f"http://{host}:{settings.port}"
+    print(
+        f"\nReady: model {assistant.info.name} loaded in {assistant.info.load_seconds:.1f} s\n"
+        f"  chat page:      {base}/chat\n"
+        f"  agent console:  {base}/console\n"
+        f"  health:         {base}/health\n",
+        flush=True,
+    )
+
+    if settings.model_poll_seconds <= 0 or not settings.model_path.is_dir():
+        return
+    failed: str | None = None
+    while True:
+        await asyncio.sleep(settings.model_poll_seconds)
+        promoted = None
+        try:
+            promoted = await live_model_file(settings, learning)
+            current = holder.current
+            if promoted is None or current is None or promoted.name in (current.info.name, failed):
+                continue
+            await _swap(app, settings, current, promoted)
+            failed = None
+        except asyncio.CancelledError:
+            raise
+        except Exception:
+            logger.exception("Could not swap to the promoted model; keeping the current one")
+            failed = promoted.name if promoted else None
+
+
+def freeze_heap() -> None:
+    """Hide every object alive now (a loaded model is about a million of them) from the cyclic
+    garbage collector, which otherwise walks them all in each full collection: pauses of about
+    half a second that stall every connection (measured under relay load; about 30 ms after).
+    Unfreezes and collects first, so that a retired model's cycles are freed."""
+    started = time.perf_counter()
+    gc.unfreeze()
+    gc.collect()
+    gc.freeze()
+    logger.info(
+        "Froze %d long-lived objects in %.2f s",
+        gc.get_freeze_count(),
+        time.perf_counter() - started,
+    )
+
+
+async def _swap(app: Sanic, settings: Settings, current: Assistant, model_file: Path) -> None:
+    """Load ``model_file`` next to the serving model, then serve it. Messages being answered
+    finish on the old model; the next ones go to the new one. Nothing is refused meanwhile."""
+    logger.info("Model %s was promoted; loading it next to %s", model_file.name, current.info.name)
+    new = await Assistant.load(
+        model_file,
+        tracker_database_url(settings.database_url),
+        settings.fallback_threshold,
+        shared_with=current,
+    )
+    await new.parse("hello")  # the first prediction builds TensorFlow functions: not on a user
+    holder: AssistantHolder = app.ctx.assistant
+    holder.set(new)
+    set_rasa_api_agent(app, new.agent)
+    app.ctx.hub.publish(
+        [
+            ephemeral_event(
+                "agents",
+                "model",
+                None,
+                None,
+                model=new.info.name,
+                intents=sorted(new.intent_names()),
+                responses=new.responses(),
+            )
+        ]
+    )
+    logger.info("Now serving model %s (was %s)", new.info.name, current.info.name)
+    print(f"Hot swap: now serving model {new.info.name} (was {current.info.name})", flush=True)
+
+    async def retire() -> None:
+        await asyncio.sleep(RETIRED_MODEL_GRACE_SECONDS)
+        await current.close()
+        freeze_heap()  # the new model's objects; the old model's cycles are collected first
+
+    app.ctx.background += [
+        asyncio.create_task(retire()),
+        asyncio.create_task(_rescore_pending(app.ctx.learning, new)),
+    ]
+
+
+async def _rescore_pending(learning: LearningStore, assistant: Assistant) -> None:
+    """Re-predict pending example candidates with the new live model (for low-value flags)."""
+    try:
+        scores = {}
+        for candidate in await learning.candidates(["pending", "approved"]):
+            if candidate.kind == "example" and candidate.text:
+                parsed = await assistant.parse(candidate.text)
+                scores[candidate.id] = top_intent(parsed)
+        await learning.rescore(scores)
+    except Exception:
+        logger.exception("Could not re-score pending candidates with the new model")

@@ -1,0 +1,182 @@
+"""HTTP API of the learning loop for the console: review (maintainers), verification (agents
+and maintainers), the model registry, and Prometheus ``/metrics``.
+
+Same sign-in and Origin rules as the rest of the agent API (see :mod:`handoff.web.agent_channel`).
+"""
+
+from __future__ import annotations
+
+import hmac
+import time
+from typing import Any
+
+from sanic import Blueprint, Request, response
+from sanic.response import HTTPResponse
+
+from handoff.assistant.rasa_assistant import AssistantHolder
+from handoff.core.protocol import ProtocolError
+from handoff.learning.metrics import compute, render_prometheus, render_sign_in_refusals
+from handoff.learning.review import (
+    DecisionError,
+    apply_decisions,
+    apply_verifications,
+    current_review,
+    parse_decisions,
+    parse_verifications,
+)
+from handoff.settings import Settings
+from handoff.storage.learning_store import LearningStore, NotFoundError
+from handoff.storage.store import Agent
+from handoff.web import auth
+from handoff.web.agent_channel import _error, _json_body, _signed_in, guard_agent_routes
+
+blueprint = Blueprint("learning_api")
+blueprint.on_request(guard_agent_routes)
+
+
+async def _agent(request: Request, maintainer: bool = False) -> Agent | HTTPResponse:
+    agent = await _signed_in(request)
+    if agent is None:
+        return _error(401, "unauthenticated", "sign in first (POST /api/login)")
+    if maintainer and not agent.is_maintainer:
+        return _error(403, "forbidden", "only maintainers review training data")
+    return agent
+
+
+def _decisions(request: Request) -> Any:
+    body = _json_body(request)
+    return body.get("decisions")
+
+
+@blueprint.route("/api/review", methods=["GET", "HEAD"])
+async def review(request: Request) -> HTTPResponse:
+    """Pending candidates grouped by intent, with flags."""
+    checked = await _agent(request, maintainer=True)
+    if isinstance(checked, HTTPResponse):
+        return checked
+    current = await current_review(request.app.ctx.settings, request.app.ctx.learning)
+    return response.json(current.to_dict())
+
+
+@blueprint.post("/api/review")
+async def decide(request: Request) -> HTTPResponse:
+    """Apply ``{"decisions": [{"id", "action": approve|reject|edit, "text"?, "intent"?}]}``
+    all together or not at all."""
+    checked = await _agent(request, maintainer=True)
+    if isinstance(checked, HTTPResponse):
+        return checked
+    try:
+        decisions = parse_decisions(_decisions(request))
+        applied = await apply_decisions(
+            request.app.ctx.settings, request.app.ctx.learning, decisions, checked.id
+        )
+    except ProtocolError as error:
+        return _error(400, error.code, error.message)
+    except DecisionError as error:
+        return _error(400, "invalid_field", str(error))
+    except NotFoundError as error:
+        return _error(409, "not_reviewable", str(error))
+    return response.json(
+        {"candidates": [{"id": c.id, "status": c.status, "note": c.note} for c in applied]}
+    )
+
+
+@blueprint.route("/api/verifications", methods=["GET", "HEAD"])
+async def verifications(request: Request) -> HTTPResponse:
+    """Bot answers waiting for verification (uncertain or marked unhelpful by the user)."""
+    checked = await _agent(request)
+    if isinstance(checked, HTTPResponse):
+        return checked
+    learning: LearningStore = request.app.ctx.learning
+    items = await learning.verifications()
+    return response.json(
+        {
+            "verifications": [
+                {
+                    "id": v.id,
+                    "conversation_id": v.conversation_id,
+                    "message_id": v.message_id,
+                    "text": v.text,
+                    "predicted_intent": v.predicted_intent,
+                    "confidence": v.confidence,
+                    "reason": v.reason,
+                    "created_at": v.created_at,
+                }
+                for v in items
+            ]
+        }
+    )
+
+
+@blueprint.post("/api/verifications")
+async def verify(request: Request) -> HTTPResponse:
+    """Apply ``{"decisions": [{"id", "action": confirm|correct|dismiss, "intent"?}]}``;
+    confirmations and corrections become example candidates for review."""
+    checked = await _agent(request)
+    if isinstance(checked, HTTPResponse):
+        return checked
+    holder: AssistantHolder = request.app.ctx.assistant
+    assistant = holder.current
+    known = assistant.intent_names() if assistant else []
+    try:
+        decisions = parse_verifications(_decisions(request))
+        created = await apply_verifications(request.app.ctx.learning, decisions, checked.id, known)
+    except ProtocolError as error:
+        return _error(400, error.code, error.message)
+    except DecisionError as error:
+        return _error(400, "invalid_field", str(error))
+    except NotFoundError as error:
+        return _error(409, "not_pending", str(error))
+    return response.json({"candidates": created})
+
+
+@blueprint.route("/api/models", methods=["GET", "HEAD"])
+async def models(request: Request) -> HTTPResponse:
+    """The model registry and the model this process serves."""
+    checked = await _agent(request)
+    if isinstance(checked, HTTPResponse):
+        return checked
+    learning: LearningStore = request.app.ctx.learning
+    holder: AssistantHolder = request.app.ctx.assistant
+    serving = holder.current.info.name if holder.current else None
+    return response.json(
+        {
+            "serving": serving,
+            "models": [
+                {
+                    "name": m.name,
+                    "status": m.status,
+                    "trained_at": m.trained_at,
+                    "promoted_at": m.promoted_at,
+                    "metrics": {
+                        k: (m.metrics or {}).get(k)
+                        for k in ("accuracy", "macro_f1", "fallback_rate", "examples")
+                    },
+                }
+                for m in await learning.models()
+            ],
+        }
+    )
+
+
+@blueprint.route("/metrics", methods=["GET", "HEAD"])
+async def metrics(request: Request) -> HTTPResponse:
+    """Prometheus metrics (all time). Needs ``Authorization: Bearer <HANDOFF_METRICS_TOKEN>``
+    when that setting is set."""
+    settings: Settings = request.app.ctx.settings
+    if settings.metrics_token:
+        given = request.headers.get("authorization", "")
+        if not hmac.compare_digest(given, f"Bearer {settings.metrics_token}"):
+            return _error(401, "unauthenticated", "send Authorization: Bearer <metrics token>")
+    learning: LearningStore = request.app.ctx.learning
+    holder: AssistantHolder = request.app.ctx.assistant
+    started = time.perf_counter()
+    values = compute(await learning.metrics_rows(), await learning.models())
+    body = render_prometheus(values, holder.current.info.name if holder.current else None)
+    body += render_sign_in_refusals(auth.REFUSED_SIGN_INS, auth.REFUSAL_REASONS)
+    body += (
+        "# HELP handoff_metrics_scrape_seconds Time to compute these metrics.\n"
+        "# TYPE handoff_metrics_scrape_seconds gauge\n"
+        f"handoff_metrics_scrape_seconds {time.perf_counter() - started:.4f}\n"
+    )
+    return response.text(body, content_type="text/plain; version=0.0.4; charset=utf-8")

@@ -1,0 +1,224 @@
+"""What the user and agent websockets share: one writer per connection that sends direct
+frames and hub events in order, catch-up by event id, and a per-connection rate limit."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import time
+from collections.abc import Awaitable, Callable
+from typing import Any, TypeVar
+
+from sanic.server.websockets.impl import WebsocketImplProtocol
+from websockets.exceptions import ConnectionClosed
+
+from handoff.conversations.service import ActionError
+from handoff.core.protocol import ProtocolError, error_frame, peek_client_id
+from handoff.realtime.hub import Hub
+from handoff.storage.store import Event, Store
+
+logger = logging.getLogger(__name__)
+
+FrameT = TypeVar("FrameT")
+
+
+def event_frame(event: Event) -> dict[str, Any]:
+    """A stored event as a frame (``event_id`` is absent for ephemeral events)."""
+    frame: dict[str, Any] = {"type": event.type, **event.payload}
+    if event.id:
+        frame["event_id"] = event.id
+    return frame
+
+
+class RateLimiter:
+    """Token bucket: ``rate`` frames per second on average, bursts of ``burst``."""
+
+    def __init__(self, rate: float, burst: int) -> None:
+        self.rate = rate
+        self.burst = burst
+        self._tokens = float(burst)
+        self._last = time.monotonic()
+
+    def allow(self) -> bool:
+        now = time.monotonic()
+        self._tokens = min(self.burst, self._tokens + (now - self._last) * self.rate)
+        self._last = now
+        if self._tokens >= 1:
+            self._tokens -= 1
+            return True
+        return False
+
+    def refusal(self, client_id: str | None) -> ProtocolError:
+        """The ``rate_limited`` error for a refused frame (``client_id``: its id, if read)."""
+        return ProtocolError(
+            "rate_limited",
+            f"more than {self.rate:g} frames per second (bursts of {self.burst}); "
+            "slow down, then send this frame again",
+            client_id,
+        )
+
+
+class LiveConnection:
+    """Sends everything for one websocket from a single task, in order, without duplicates.
+
+    Subscribe first, then :meth:`catch_up` from the client's cursor, then :meth:`run`:
+    events that arrive live and were already sent during the catch-up are skipped by id.
+    """
+
+    def __init__(
+        self,
+        ws: WebsocketImplProtocol,
+        hub: Hub,
+        topics: list[str],
+        fetch: Callable[[int], Awaitable[list[Event]]] | None = None,
+    ) -> None:
+        """``fetch(after_id)`` reads this connection's stored events after an id. When given,
+        stored events are always read from the database in id order (the hub only says that
+        there are new ones): needed when transactions commit concurrently (PostgreSQL, several
+        processes), where the hub may bring event 10 before event 9."""
+        self.ws = ws
+        self.subscription = hub.subscribe(topics)
+        self.last_sent_event_id = 0
+        self.fetch = fetch
+        self._direct: asyncio.Queue[dict[str, Any]] = asyncio.Queue()
+
+    def add_topic(self, topic: str) -> None:
+        self.subscription.add_topic(topic)
+
+    def send(self, frame: dict[str, Any]) -> None:
+        """Queue a frame that is not an event (ack, error, snapshot)."""
+        self._direct.put_nowait(frame)
+
+    async def send_now(self, frame: dict[str, Any]) -> None:
+        await self.ws.send(json.dumps(frame, ensure_ascii=False))
+
+    async def catch_up(
+        self, last_event_id: int, fetch: Callable[[int], Awaitable[list[Event]]]
+    ) -> None:
+        for event in await fetch(last_event_id):
+            await self._send_event(event)
+        self.last_sent_event_id = max(self.last_sent_event_id, last_event_id)
+
+    async def _send_event(self, event: Event) -> None:
+        if event.id and event.id <= self.last_sent_event_id:
+            return
+        await self.send_now(event_frame(event))
+        if event.id:
+            self.last_sent_event_id = event.id
+
+    async def _deliver(self, event: Event) -> None:
+        if self.fetch is None or not event.id:
+            await self._send_event(event)
+            return
+        for queued in self.subscription.drain():  # one database read for a burst
+            if not queued.id:
+                await self._send_event(queued)
+        for stored in await self.fetch(self.last_sent_event_id):
+            await self._send_event(stored)
+
+    async def run(self, on_overflow: Callable[[], Awaitable[None]]) -> None:
+        """Send until the connection closes. Each wake-up sends everything queued by then, so
+        a busy connection costs one loop round per burst, not per frame."""
+        try:
+            while True:
+                direct = asyncio.ensure_future(self._direct.get())
+                live = asyncio.ensure_future(self.subscription.get())
+                try:
+                    done, _ = await asyncio.wait(
+                        {direct, live}, return_when=asyncio.FIRST_COMPLETED
+                    )
+                finally:  # also when this writer is cancelled: no orphaned waiters
+                    for task in (direct, live):
+                        if not task.done():
+                            task.cancel()
+                if direct in done:
+                    await self.send_now(direct.result())
+                while not self._direct.empty():
+                    await self.send_now(self._direct.get_nowait())
+                if live in done:
+                    await self._deliver(live.result())
+                while not self.subscription.queue.empty():
+                    await self._deliver(self.subscription.queue.get_nowait())
+                if self.subscription.overflowed:
+                    self.subscription.overflowed = False
+                    await on_overflow()
+        except ConnectionClosed:
+            pass
+        finally:
+            self.subscription.close()
+
+
+async def resume_from(
+    live: LiveConnection,
+    store: Store,
+    cursor: int | None,
+    fetch: Callable[[int], Awaitable[list[Event]]],
+) -> int:
+    """Replay what the client missed since ``cursor`` (or tell it to resync when the server
+    cannot); return the newest event id, for the client's first cursor."""
+    latest = await store.last_event_id()
+    if cursor is not None and (cursor > latest or cursor < await store.oldest_event_id() - 1):
+        await live.send_now({"type": "resync", "last_event_id": latest})
+        cursor = None
+    if cursor is not None:
+        await live.catch_up(cursor, fetch)
+    elif live.fetch is not None:
+        live.last_sent_event_id = latest  # new client: its snapshot covers what came before
+    return max(latest, live.last_sent_event_id)
+
+
+async def serve_frames(
+    live: LiveConnection,
+    store: Store,
+    limiter: RateLimiter,
+    parse: Callable[[str | bytes], FrameT],
+    handle: Callable[[FrameT], Awaitable[dict[str, Any] | None]],
+    who: str,
+) -> None:
+    """Read frames until the socket closes: rate-limit, validate, handle, answer.
+
+    Invalid frames, refused actions and failures each get an ``error`` frame; the connection
+    stays usable. ``handle`` returns a frame to send back (e.g. an ``ack``) or None.
+    """
+
+    async def resync() -> None:
+        await live.send_now({"type": "resync", "last_event_id": await store.last_event_id()})
+
+    writer = asyncio.create_task(live.run(resync))
+    try:
+        while True:
+            raw = await live.ws.recv()
+            if raw is None:
+                continue
+            if not limiter.allow():
+                live.send(error_frame(limiter.refusal(peek_client_id(raw))))
+                continue
+            client_id: str | None = None
+            try:
+                frame = parse(raw)
+                client_id = getattr(frame, "client_id", None)
+                reply = await handle(frame)
+            except ProtocolError as error:  # an invalid frame: the error has the id if readable
+                live.send(error_frame(error))
+                continue
+            except ActionError as error:
+                live.send(error_frame(ProtocolError(error.code, error.message, client_id)))
+                continue
+            except Exception:
+                logger.exception("A frame of %s failed", who)
+                live.send(
+                    error_frame(
+                        ProtocolError(
+                            "internal", "the server failed on this frame; send it again", client_id
+                        )
+                    )
+                )
+                continue
+            if reply is not None:
+                live.send(reply)
+    except ConnectionClosed:
+        logger.debug("Websocket of %s closed", who)
+    finally:
+        writer.cancel()
+        live.subscription.close()
