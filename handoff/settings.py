@@ -16,6 +16,8 @@ from typing import Any
 
 import tomli
 
+from handoff.core.errors import HandoffError
+
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 """The repository root: bundled bot files, training data and default state live below it."""
 
@@ -23,8 +25,10 @@ ENV_PREFIX = "HANDOFF_"
 CONFIG_FILE_VARIABLE = "HANDOFF_CONFIG"
 
 
-class SettingsError(ValueError):
+class SettingsError(HandoffError, ValueError):
     """A setting has a value that cannot be used; the message names the setting and the fix."""
+
+    code = "invalid_setting"
 
 
 @dataclass(frozen=True)

@@ -13,7 +13,6 @@ import asyncio
 import logging
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -28,6 +27,13 @@ from rasa.shared.core.events import (
     Event,
 )
 
+from handoff.assistant.interface import (  # re-exported: they lived here before
+    AssistantHolder as AssistantHolder,
+)
+from handoff.assistant.interface import (
+    AssistantNotReadyError as AssistantNotReadyError,
+)
+from handoff.assistant.interface import ModelInfo
 from handoff.assistant.rasa_thread import RasaWorker, shared_worker
 from handoff.assistant.tracker_changes import AgentSaid, BotPaused, BotResumed, TrackerChange
 from handoff.assistant.tracker_store import (
@@ -35,14 +41,17 @@ from handoff.assistant.tracker_store import (
     cache_event_types,
     unwrap_fail_safe,
 )
+from handoff.core.errors import HandoffError
 
 logger = logging.getLogger(__name__)
 
 MODEL_SUFFIX = ".tar.gz"
 
 
-class ModelNotFoundError(FileNotFoundError):
+class ModelNotFoundError(HandoffError, FileNotFoundError):
     """No trained model where the settings point; the message says how to make one."""
+
+    code = "model_not_found"
 
 
 def resolve_model_path(model_path: Path) -> Path:
@@ -57,16 +66,6 @@ def resolve_model_path(model_path: Path) -> Path:
         f"no trained model at {model_path}; train one with `handoff train` "
         "(or `make run`, which trains when needed), or set HANDOFF_MODEL_PATH"
     )
-
-
-@dataclass(frozen=True)
-class ModelInfo:
-    """What is known about the loaded model, for /health and the logs."""
-
-    name: str
-    path: Path
-    fallback_threshold: float | None
-    load_seconds: float
 
 
 class Assistant:
@@ -283,46 +282,3 @@ def apply_fallback_threshold(agent: Agent, threshold: float | None) -> float | N
         if threshold is not None:
             classifier.component_config[THRESHOLD_KEY] = threshold
     return float(classifiers[0].component_config[THRESHOLD_KEY])
-
-
-class AssistantNotReadyError(RuntimeError):
-    """The model is still loading (or failed to load); the message says which."""
-
-
-class AssistantHolder:
-    """The server's handle on the assistant while it loads in the background.
-
-    Created before the model is loaded; request handlers ``await holder.get()``.
-    """
-
-    def __init__(self) -> None:
-        self._assistant: Assistant | None = None
-        self._loaded = asyncio.Event()
-        self.load_error: str | None = None
-
-    @property
-    def current(self) -> Assistant | None:
-        """The loaded assistant, or None while loading or after a failed load."""
-        return self._assistant
-
-    def set(self, assistant: Assistant) -> None:
-        """Serve ``assistant`` from now on. Messages already being answered finish with the
-        assistant they started with."""
-        self._assistant = assistant
-        self.load_error = None
-        self._loaded.set()
-
-    def fail(self, error: str) -> None:
-        self.load_error = error
-        self._loaded.set()
-
-    async def get(self, timeout: float | None = None) -> Assistant:
-        """Wait (up to ``timeout`` seconds) for the model; raise AssistantNotReadyError."""
-        if not self._loaded.is_set():
-            try:
-                await asyncio.wait_for(self._loaded.wait(), timeout)
-            except asyncio.TimeoutError:
-                raise AssistantNotReadyError("the assistant's model is still loading") from None
-        if self._assistant is None:
-            raise AssistantNotReadyError(f"the assistant's model failed to load: {self.load_error}")
-        return self._assistant

@@ -8,6 +8,7 @@ import json
 import time
 from pathlib import Path
 
+from handoff.core.errors import HandoffError
 from handoff.learning.candidates import Review, ReviewItem
 from handoff.learning.loop import ExportError, run_export, train_and_promote
 from handoff.learning.metrics import compute, render_report
@@ -18,8 +19,10 @@ from handoff.storage.migrate import upgrade
 from handoff.storage.store import Store
 
 
-class CommandError(Exception):
+class CommandError(HandoffError):
     """What went wrong and what to do; ``exit_code`` 1 (failed) or 2 (bad usage)."""
+
+    code = "command_failed"
 
     def __init__(self, message: str, exit_code: int = 1) -> None:
         super().__init__(message)

@@ -16,6 +16,8 @@ from collections.abc import Collection
 from dataclasses import dataclass
 from typing import Any
 
+from handoff.core.errors import HandoffError
+
 MAX_FRAME_BYTES = 16 * 1024
 """Largest client frame we parse; larger ones get a ``too_large`` error (connection stays up)."""
 
@@ -63,13 +65,13 @@ _MAX_INTEGER_CHARS = len(str(-MAX_JSON_INTEGER))
 _SHOWN_CHARS = 40
 
 
-class ProtocolError(ValueError):
+class ProtocolError(HandoffError, ValueError):
     """A client sent something we cannot accept. Nothing of it was stored."""
 
+    code = "invalid_field"
+
     def __init__(self, code: str, message: str, client_id: str | None = None) -> None:
-        super().__init__(message)
-        self.code = code
-        self.message = message
+        super().__init__(message, code=code)
         self.client_id = client_id
 
 
@@ -416,11 +418,15 @@ def _boolean(payload: dict[str, Any], field: str, client_id: str | None) -> bool
     return value
 
 
-def error_frame(error: ProtocolError) -> dict[str, Any]:
-    """The frame (or REST body) that reports ``error`` to the client."""
+def error_frame(error: HandoffError, frame_id: str | None = None) -> dict[str, Any]:
+    """The websocket ``error`` frame that reports ``error``: the one place errors become
+    frames. ``id`` is ``frame_id`` (the refused frame's id), else a ``ProtocolError``'s own
+    ``client_id``; absent when neither is known."""
     frame: dict[str, Any] = {"type": "error", "code": error.code, "message": error.message}
-    if error.client_id is not None:
-        frame["id"] = error.client_id
+    if frame_id is None and isinstance(error, ProtocolError):
+        frame_id = error.client_id
+    if frame_id is not None:
+        frame["id"] = frame_id
     return frame
 
 

@@ -17,6 +17,8 @@ import dataclasses
 from dataclasses import dataclass
 from enum import Enum
 
+from handoff.core.errors import HandoffError
+
 
 class State(str, Enum):
     BOT = "bot"
@@ -33,7 +35,7 @@ class State(str, Enum):
 class Conversation:
     id: str
     state: State = State.BOT
-    agent_id: str | None = None
+    agent_id: int | None = None
     """The agent it is assigned to (only in ASSIGNED)."""
     handoff_reason: str | None = None
     """Why the current or last handoff happened (a :class:`HandoffReason` value)."""
@@ -62,30 +64,30 @@ class HandoffRequested:
 
 @dataclass(frozen=True)
 class AgentClaimed:
-    agent_id: str
+    agent_id: int
 
 
 @dataclass(frozen=True)
 class AgentReplied:
-    agent_id: str
+    agent_id: int
     text: str
 
 
 @dataclass(frozen=True)
 class Transferred:
-    agent_id: str
-    to_agent_id: str | None
+    agent_id: int
+    to_agent_id: int | None
     """The agent who takes over, or None to put the conversation back in the queue."""
 
 
 @dataclass(frozen=True)
 class HandedBack:
-    agent_id: str
+    agent_id: int
 
 
 @dataclass(frozen=True)
 class Closed:
-    agent_id: str
+    agent_id: int
 
 
 Command = (
@@ -120,14 +122,14 @@ class ResumeBot:
 class DeliverToAgent:
     """Show the user's message to the assigned agent, or to everyone watching the queue."""
 
-    agent_id: str | None
+    agent_id: int | None
 
 
 @dataclass(frozen=True)
 class DeliverToUser:
     """Send the agent's reply to the user and log it as a bot utterance by that agent."""
 
-    agent_id: str
+    agent_id: int
     text: str
 
 
@@ -137,7 +139,7 @@ class NotifyUser:
     ``closed``."""
 
     event: str
-    agent_id: str | None = None
+    agent_id: int | None = None
 
 
 @dataclass(frozen=True)
@@ -149,8 +151,8 @@ class QueueChanged:
 class AssignmentChanged:
     """The conversation was given to ``agent_id`` (None: taken away from ``previous``)."""
 
-    agent_id: str | None
-    previous_agent_id: str | None
+    agent_id: int | None
+    previous_agent_id: int | None
 
 
 Effect = (
@@ -166,16 +168,17 @@ Effect = (
 )
 
 
-class IllegalTransition(Exception):
-    """The command is not allowed in the conversation's current state. Nothing changed."""
+class IllegalTransition(HandoffError):
+    """The command is not allowed in the conversation's current state. Nothing changed.
+
+    The message is ``why``, in words for the person who tried (no command or state names);
+    ``conversation_id``, ``state`` and ``command`` say the rest."""
 
     code = "illegal_transition"
 
     def __init__(self, conversation: Conversation, command: Command, why: str) -> None:
-        super().__init__(
-            f"cannot {type(command).__name__} conversation {conversation.id} "
-            f"in state {conversation.state.value}: {why}"
-        )
+        super().__init__(why)
+        self.conversation_id = conversation.id
         self.state = conversation.state
         self.command = command
 
@@ -184,6 +187,20 @@ class NotAssignedToAgent(IllegalTransition):
     """An agent acted on a conversation that is not assigned to them."""
 
     code = "not_assigned"
+
+    def __init__(self, conversation: Conversation, command: Command, why: str) -> None:
+        super().__init__(conversation, command, f"this conversation is not assigned to you: {why}")
+
+
+def why_agent_may_not_act(conversation: Conversation, agent_id: int) -> str | None:
+    """Why ``agent_id`` may not act on ``conversation`` (reply, label, type, read it), or None
+    if they may: the one assignment rule, for commands here and for the service's other
+    agent actions."""
+    if conversation.state is not State.ASSIGNED:
+        return "it is not assigned to any agent"
+    if conversation.agent_id != agent_id:
+        return "it is assigned to another agent"
+    return None
 
 
 def transition(conversation: Conversation, command: Command) -> tuple[Conversation, list[Effect]]:
@@ -194,11 +211,13 @@ def transition(conversation: Conversation, command: Command) -> tuple[Conversati
     if isinstance(command, UserSaid):
         if state in (State.BOT, State.CLOSED):
             return replace(conversation, state=State.BOT, agent_id=None), [ForwardToBot()]
-        return conversation, [RecordWhilePaused(), DeliverToAgent(conversation.agent_id)]
+        return conversation, [DeliverToAgent(conversation.agent_id), RecordWhilePaused()]
 
     if isinstance(command, HandoffRequested):
         if state not in (State.BOT, State.CLOSED):
-            raise IllegalTransition(conversation, command, "it is already handed off")
+            raise IllegalTransition(
+                conversation, command, "this conversation is already handed off to a person"
+            )
         queued = replace(
             conversation, state=State.QUEUED, agent_id=None, handoff_reason=command.reason.value
         )
@@ -208,7 +227,9 @@ def transition(conversation: Conversation, command: Command) -> tuple[Conversati
         if state is State.ASSIGNED:
             raise IllegalTransition(conversation, command, "another agent claimed it first")
         if state is not State.QUEUED:
-            raise IllegalTransition(conversation, command, "it is not waiting for an agent")
+            raise IllegalTransition(
+                conversation, command, "this conversation is not waiting for an agent"
+            )
         assigned = replace(conversation, state=State.ASSIGNED, agent_id=command.agent_id)
         return assigned, [
             AssignmentChanged(command.agent_id, None),
@@ -217,17 +238,18 @@ def transition(conversation: Conversation, command: Command) -> tuple[Conversati
         ]
 
     # Every remaining command is an assigned agent acting on their conversation.
-    if state is not State.ASSIGNED:
-        raise NotAssignedToAgent(conversation, command, "it is not assigned to any agent")
-    if conversation.agent_id != command.agent_id:
-        raise NotAssignedToAgent(conversation, command, "it is assigned to another agent")
+    why_not = why_agent_may_not_act(conversation, command.agent_id)
+    if why_not is not None:
+        raise NotAssignedToAgent(conversation, command, why_not)
 
     if isinstance(command, AgentReplied):
         return conversation, [DeliverToUser(command.agent_id, command.text)]
 
     if isinstance(command, Transferred):
         if command.to_agent_id == command.agent_id:
-            raise IllegalTransition(conversation, command, "it is already assigned to that agent")
+            raise IllegalTransition(
+                conversation, command, "this conversation is already assigned to that agent"
+            )
         if command.to_agent_id is None:
             requeued = replace(conversation, state=State.QUEUED, agent_id=None)
             return requeued, [

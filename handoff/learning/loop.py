@@ -26,6 +26,7 @@ import yaml
 
 from handoff.assistant.training import domain_dir
 from handoff.assistant.training_data import heldout_examples, predict_intents, read_training_data
+from handoff.core.errors import HandoffError
 from handoff.learning.evaluation import score
 from handoff.learning.export import (
     ApprovedExample,
@@ -46,8 +47,10 @@ LEARNED_FILES = {"nlu": "nlu.yml", "stories": "stories.yml", "rules": "rules.yml
 Progress = Callable[[str], None]
 
 
-class ExportError(RuntimeError):
+class ExportError(HandoffError, RuntimeError):
     """The export would produce invalid training data; nothing was written."""
+
+    code = "invalid_export"
 
 
 def learned_paths(settings: Settings) -> dict[str, Path]:

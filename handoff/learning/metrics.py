@@ -1,13 +1,27 @@
 """Operational and learning metrics: computed from database rows, rendered for Prometheus
-(``/metrics``) or people (``handoff report``). Pure functions, no I/O."""
+(``/metrics``) or people (``handoff report``).
+
+:func:`compute` works on rows already read (pure). :class:`MetricsReader` computes the same
+numbers in SQL, in a worker thread on a read-only connection of its own, so that a scrape
+costs the event loop almost nothing however many messages are stored.
+"""
 
 from __future__ import annotations
 
+import asyncio
+import sqlite3
 import statistics
+import time
 from collections import Counter
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
+import sqlalchemy as sa
+from sqlalchemy.engine import Connection, Engine, make_url
+
+from handoff.storage import schema
 from handoff.storage.learning_store import ModelVersion, top_intent
 
 FALLBACK_INTENT = "nlu_fallback"
@@ -54,11 +68,31 @@ def compute(
     approved = Counter(
         row["intent"] for row in rows["candidates"] if row["status"] in ("approved", "exported")
     )
+    return _assemble(
+        len(conversations),
+        len(messages),
+        handoffs,
+        per_intent,
+        Counter(labels.values()),
+        approved,
+        models,
+    )
+
+
+def _assemble(
+    conversations: int,
+    user_messages: int,
+    handoffs: Sequence[Mapping[str, Any]],
+    per_intent: Mapping[str, Mapping[str, int]],
+    labels_by_intent: Mapping[str, int],
+    approved_by_intent: Mapping[str, int],
+    models: Sequence[ModelVersion],
+) -> dict[str, Any]:
     return {
-        "conversations": len(conversations),
-        "user_messages": len(messages),
+        "conversations": conversations,
+        "user_messages": user_messages,
         "handoffs": len(handoffs),
-        "handoff_rate": round(len(handoffs) / len(conversations), 4) if conversations else None,
+        "handoff_rate": round(len(handoffs) / conversations, 4) if conversations else None,
         "handoffs_by_reason": dict(Counter(row["reason"] for row in handoffs)),
         "queue_wait_seconds": _summary(
             [h["claimed_at"] - h["queued_at"] for h in handoffs if h["claimed_at"]]
@@ -77,8 +111,8 @@ def compute(
             intent: {**counts, "rate": round(counts["fallbacks"] / counts["messages"], 4)}
             for intent, counts in sorted(per_intent.items())
         },
-        "labels_by_intent": dict(sorted(Counter(labels.values()).items())),
-        "approved_examples_by_intent": dict(sorted(approved.items())),
+        "labels_by_intent": dict(sorted(labels_by_intent.items())),
+        "approved_examples_by_intent": dict(sorted(approved_by_intent.items())),
         "models": [
             {
                 "name": m.name,
@@ -94,6 +128,217 @@ def compute(
             for m in models
         ],
     }
+
+
+# In SQL, off the event loop ----------------------------------------------------------------
+
+METRICS_MAX_AGE_S = 2.0
+"""How long :meth:`MetricsReader.read` serves the last computed metrics before computing anew."""
+READER_BUSY_TIMEOUT_S = 10.0
+
+# Per dialect: whether a user message has a (non-empty) intent ranking, the name of its first
+# entry, and the model's best guess (first entry named other than nlu_fallback: top_intent).
+_RANKING_SQL = {
+    "sqlite": {
+        "has_ranking": "json_array_length(m.intent_ranking) > 0",
+        "first_name": "json_extract(m.intent_ranking, '$[0].name')",
+        "guess": """
+            CASE WHEN json_type(m.intent_ranking, '$[0].name') = 'text'
+                      AND json_extract(m.intent_ranking, '$[0].name')
+                          NOT IN ('', 'nlu_fallback')
+                 THEN json_extract(m.intent_ranking, '$[0].name')
+                 ELSE (SELECT json_extract(e.value, '$.name') FROM json_each(m.intent_ranking) AS e
+                       WHERE json_type(e.value, '$.name') = 'text'
+                         AND json_extract(e.value, '$.name') NOT IN ('', 'nlu_fallback')
+                       ORDER BY e.key LIMIT 1)
+            END""",
+    },
+    "postgresql": {
+        "has_ranking": """
+            CASE WHEN json_typeof(m.intent_ranking) = 'array'
+                 THEN json_array_length(m.intent_ranking) ELSE 0 END > 0""",
+        "first_name": "m.intent_ranking -> 0 ->> 'name'",
+        "guess": """
+            (SELECT e.value ->> 'name'
+             FROM json_array_elements(m.intent_ranking) WITH ORDINALITY AS e(value, n)
+             WHERE json_typeof(e.value -> 'name') = 'string'
+               AND e.value ->> 'name' NOT IN ('', 'nlu_fallback')
+             ORDER BY e.n LIMIT 1)""",
+    },
+}
+
+_LATEST_LABELS = """
+    SELECT l.message_id, l.intent FROM labels AS l
+    WHERE l.id IN (SELECT max(id) FROM labels WHERE created_at >= :since GROUP BY message_id)
+"""
+
+_PER_INTENT = """
+    SELECT COALESCE(
+               NULLIF((SELECT l.intent FROM labels AS l
+                       WHERE l.message_id = ranked.id AND l.created_at >= :since
+                       ORDER BY l.id DESC LIMIT 1), ''),
+               ranked.guess,
+               'unknown') AS intent,
+           count(*) AS messages,
+           sum(CASE WHEN ranked.first_name = 'nlu_fallback' THEN 1 ELSE 0 END) AS fallbacks
+    FROM (SELECT m.id, {first_name} AS first_name, {guess} AS guess
+          FROM messages AS m
+          WHERE m.sender = 'user' AND m.created_at >= :since AND {has_ranking}) AS ranked
+    GROUP BY 1
+"""
+
+
+def compute_in_database(db: Connection, since: float = 0.0) -> dict[str, Any]:
+    """:func:`compute`'s result for messages since ``since``, aggregated by the database (SQLite
+    or PostgreSQL): only handoffs and per-intent totals come back as rows. Blocking; run it in
+    one transaction for a consistent snapshot."""
+    ranking_sql = _RANKING_SQL[db.dialect.name]
+    h, m, c = schema.handoffs.c, schema.messages.c, schema.candidates.c
+    totals = db.execute(
+        sa.select(
+            sa.func.count(sa.distinct(m.conversation_id)).label("conversations"),
+            sa.func.count().label("user_messages"),
+        ).where(m.sender == "user", m.created_at >= since)
+    ).one()
+    handoffs = [
+        dict(row._mapping)
+        for row in db.execute(
+            sa.select(
+                h.reason, h.queued_at, h.claimed_at, h.first_agent_reply_at, h.closed_at
+            ).where(h.queued_at >= since)
+        )
+    ]
+    per_intent = {
+        row.intent: {"messages": int(row.messages), "fallbacks": int(row.fallbacks)}
+        for row in db.execute(sa.text(_PER_INTENT.format(**ranking_sql)), {"since": since})
+    }
+    labels = db.execute(
+        sa.text(f"SELECT intent, count(*) AS n FROM ({_LATEST_LABELS}) AS latest GROUP BY intent"),
+        {"since": since},
+    )
+    approved = db.execute(
+        sa.select(c.intent, sa.func.count().label("n"))
+        .where(c.kind == "example", c.status.in_(["approved", "exported"]))
+        .group_by(c.intent)
+    )
+    models = [
+        ModelVersion(**{col.name: row._mapping[col.name] for col in schema.model_versions.c})
+        for row in db.execute(schema.model_versions.select().order_by(schema.model_versions.c.id))
+    ]
+    return _assemble(
+        int(totals.conversations),
+        int(totals.user_messages),
+        handoffs,
+        per_intent,
+        {row.intent: int(row.n) for row in labels},
+        {row.intent: int(row.n) for row in approved},
+        models,
+    )
+
+
+@dataclass(frozen=True)
+class Scrape:
+    values: dict[str, Any]
+    """:func:`compute`'s result (all time)."""
+    seconds: float
+    """How long computing it took (in the worker thread)."""
+    started_at: float
+    """``time.monotonic()`` when it was started: the age of its data."""
+
+
+def read_only_engine(database_url: str) -> Engine:
+    """A synchronous engine of one read-only connection to the database: SQLite opened with
+    ``mode=ro`` (a file database: an in-memory one cannot be shared), PostgreSQL in read-only
+    repeatable-read transactions. Connects on first use."""
+    url = make_url(database_url)
+    backend = url.get_backend_name()
+    if backend == "sqlite":
+        if url.database in (None, "", ":memory:"):
+            raise ValueError("metrics need a SQLite file database, not an in-memory one")
+        uri = Path(url.database).resolve().as_uri() + "?mode=ro"
+
+        def connect() -> sqlite3.Connection:
+            return sqlite3.connect(
+                uri,
+                uri=True,
+                timeout=READER_BUSY_TIMEOUT_S,
+                check_same_thread=False,  # the worker thread changes from one read to the next
+                isolation_level=None,  # transactions as SQLAlchemy begins them (below)
+            )
+
+        engine = sa.create_engine(
+            "sqlite://",
+            creator=connect,
+            poolclass=sa.pool.QueuePool,
+            pool_size=1,
+            max_overflow=0,
+            future=True,
+        )
+
+        @sa.event.listens_for(engine, "begin")
+        def _begin(connection: Connection) -> None:
+            # pysqlite begins no transaction before a SELECT: without this each statement
+            # would see another snapshot (the server writes meanwhile).
+            connection.exec_driver_sql("BEGIN")
+
+        return engine
+    if backend == "postgresql":
+        return sa.create_engine(
+            url.set(drivername="postgresql+psycopg2"),
+            pool_size=1,
+            max_overflow=0,
+            pool_pre_ping=True,
+            future=True,
+        ).execution_options(isolation_level="REPEATABLE READ", postgresql_readonly=True)
+    raise ValueError(f"unsupported database {backend!r}; use sqlite or postgresql")
+
+
+class MetricsReader:
+    """Serves ``/metrics``' numbers without holding the event loop: computes them with
+    :func:`compute_in_database` in a worker thread on :func:`read_only_engine`'s connection.
+    One computation at a time: concurrent reads share it, and for ``max_age_s`` after it
+    started its result is served as it is. Create once per process; :meth:`close` at stop."""
+
+    def __init__(self, engine: Engine, max_age_s: float = METRICS_MAX_AGE_S) -> None:
+        self.engine = engine
+        self.max_age_s = max_age_s
+        self._latest: Scrape | None = None
+        self._running: asyncio.Task[Scrape] | None = None
+
+    @classmethod
+    def open(cls, database_url: str, max_age_s: float = METRICS_MAX_AGE_S) -> MetricsReader:
+        return cls(read_only_engine(database_url), max_age_s)
+
+    def compute(self) -> dict[str, Any]:
+        """The metrics now (blocking: this is what the worker thread runs)."""
+        with self.engine.connect() as db:
+            return compute_in_database(db)
+
+    async def read(self) -> Scrape:
+        """The latest metrics: computed anew unless the last computation started less than
+        ``max_age_s`` ago, or one is running (then its result)."""
+        latest = self._latest
+        if latest is not None and time.monotonic() - latest.started_at < self.max_age_s:
+            return latest
+        if self._running is None:
+            self._running = asyncio.ensure_future(self._refresh())
+        # Shielded: a scrape that goes away does not cancel the others' computation.
+        return await asyncio.shield(self._running)
+
+    async def _refresh(self) -> Scrape:
+        try:
+            started = time.monotonic()
+            values = await asyncio.to_thread(self.compute)
+            self._latest = Scrape(values, time.monotonic() - started, started)
+            return self._latest
+        finally:
+            self._running = None
+
+    async def close(self) -> None:
+        """Wait for a running computation, then close the connection."""
+        if self._running is not None:
+            await asyncio.gather(self._running, return_exceptions=True)
+        await asyncio.to_thread(self.engine.dispose)
 
 
 # Prometheus text format ---------------------------------------------------------------------

@@ -9,6 +9,7 @@ import re
 from collections.abc import Iterable
 from typing import Any
 
+from handoff.core.errors import HandoffError
 from handoff.learning.candidates import Review, review_groups, with_duplicates
 from handoff.learning.loop import existing_data
 from handoff.settings import Settings
@@ -23,8 +24,10 @@ MAX_DECISIONS = 1000
 MAX_TEXT_CHARS = 2000
 
 
-class DecisionError(ValueError):
+class DecisionError(HandoffError, ValueError):
     """A review or verification request that cannot be applied; nothing was changed."""
+
+    code = "invalid_field"
 
 
 def parse_decisions(raw: Any) -> list[Decision]:

@@ -10,6 +10,8 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
 
+from handoff.core.errors import HandoffError
+
 logger = logging.getLogger(__name__)
 
 REDIS_LOCK_TTL_S = 30.0
@@ -18,8 +20,10 @@ REDIS_LOCK_WAIT_S = 30.0
 REDIS_LOCK_POLL_S = 0.005
 
 
-class LockTimeout(RuntimeError):
+class LockTimeout(HandoffError, RuntimeError):
     """A conversation stayed locked by another process for too long; retry the action."""
+
+    code = "conversation_busy"
 
 
 class ConversationLocks:

@@ -14,6 +14,7 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
+from handoff.core.errors import HandoffError
 from handoff.storage import schema
 from handoff.storage.store import Message
 
@@ -111,8 +112,10 @@ class VerificationDecision:
     intent: str | None = None
 
 
-class NotFoundError(LookupError):
+class NotFoundError(HandoffError, LookupError):
     """An id that does not exist (or is not in a state the action applies to)."""
+
+    code = "not_found"
 
 
 def _row(cls: Any, table: sa.Table, row: Any) -> Any:

@@ -17,6 +17,7 @@ import sqlalchemy as sa
 from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
 
+from handoff.core.errors import HandoffError
 from handoff.core.routing import Conversation, State
 from handoff.storage import schema
 from handoff.storage.inline_sqlite import inline_sqlite_engine
@@ -35,8 +36,14 @@ def async_url(database_url: str) -> str:
     return str(url.set(drivername=ASYNC_DRIVERS[backend]))
 
 
-class ConcurrentUpdate(Exception):
+class ConcurrentUpdate(HandoffError):
     """Someone else changed the conversation first (e.g. two agents claiming at once)."""
+
+    code = "concurrent_update"
+
+    def __init__(self, conversation_id: str) -> None:
+        super().__init__("someone else changed this conversation first; try again")
+        self.conversation_id = conversation_id
 
 
 @dataclass(frozen=True)
@@ -378,7 +385,7 @@ class Store:
             open_handoff = handoff_id if after.state in (State.QUEUED, State.ASSIGNED) else None
             values = {
                 "state": after.state.value,
-                "agent_id": int(after.agent_id) if after.agent_id else None,
+                "agent_id": after.agent_id,
                 "handoff_id": open_handoff,
                 "handoff_reason": after.handoff_reason,
                 "fallback_streak": (
@@ -632,7 +639,7 @@ def _stored(row: Any) -> StoredConversation:
         conversation=Conversation(
             id=row.id,
             state=State(row.state),
-            agent_id=str(row.agent_id) if row.agent_id is not None else None,
+            agent_id=row.agent_id,
             handoff_reason=row.handoff_reason,
         ),
         version=row.version,

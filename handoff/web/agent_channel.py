@@ -19,6 +19,7 @@ from sanic.server.websockets.impl import WebsocketImplProtocol
 from handoff.assistant.rasa_assistant import AssistantHolder
 from handoff.conversations.account_changes import apply_account_change
 from handoff.conversations.service import ActionError, ConversationService
+from handoff.core.errors import HandoffError
 from handoff.core.protocol import (
     MAX_REST_BODY_BYTES,
     AgentFrame,
@@ -34,8 +35,9 @@ from handoff.realtime.presence import Presence
 from handoff.settings import Settings
 from handoff.storage.store import Agent, Event, Store
 from handoff.web import auth
+from handoff.web.http_errors import error_response
 from handoff.web.live import LiveConnection, RateLimiter, resume_from, serve_frames
-from handoff.web.sign_in_throttle import SignInLimits, SignInThrottle, retry_after_header
+from handoff.web.sign_in_throttle import SignInLimits, SignInThrottle
 
 logger = logging.getLogger(__name__)
 
@@ -45,8 +47,9 @@ MAX_LOGIN_BODY_BYTES = 4096
 blueprint = Blueprint("agent_channel")
 
 
-def _error(status: int, code: str, message: str) -> HTTPResponse:
-    return response.json({"error": {"code": code, "message": message}}, status=status)
+def _error(code: str, message: str) -> HTTPResponse:
+    """An error answer for ``code``; its status follows the code (see ``STATUS_BY_CODE``)."""
+    return error_response(HandoffError(message, code=code))
 
 
 def _token(request: Request) -> str | None:
@@ -87,11 +90,11 @@ async def guard_agent_routes(request: Request) -> HTTPResponse | None:
     changes_state = request.method not in ("GET", "HEAD")
     needs_origin = path == "/ws/agent" or (path.startswith("/api/") and changes_state)
     if needs_origin and not _origin_allowed(request):
-        return _error(403, "origin_not_allowed", "this Origin may not use the agent console")
+        return _error("origin_not_allowed", "this Origin may not use the agent console")
     if path == "/ws/agent":
         agent = await _signed_in(request)
         if agent is None:
-            return _error(401, "unauthenticated", "sign in first (POST /api/login)")
+            return _error("unauthenticated", "sign in first (POST /api/login)")
         request.ctx.agent = agent
     return None
 
@@ -101,10 +104,10 @@ async def login(request: Request) -> HTTPResponse:
     try:
         body = _json_body(request)
     except ProtocolError as error:
-        return _error(400, error.code, error.message)
+        return error_response(error)
     username, password = body.get("username"), body.get("password")
     if not isinstance(username, str) or not isinstance(password, str):
-        return _error(400, "invalid_field", "username and password must be strings")
+        return _error("invalid_field", "username and password must be strings")
     store: Store = request.app.ctx.store
     limits = SignInLimits.from_settings(request.app.ctx.settings)
     address = request.remote_addr or request.ip  # remote_addr: set by a configured proxy
@@ -113,11 +116,7 @@ async def login(request: Request) -> HTTPResponse:
             store, SignInThrottle(store.engine, limits), username, password, address
         )
     except auth.SignInRefused as refused:
-        status = {"throttled": 429, "busy": 503}.get(refused.reason, 401)
-        refusal = _error(status, refused.reason, str(refused))
-        if refused.retry_after is not None:
-            refusal.headers["Retry-After"] = retry_after_header(refused.retry_after)
-        return refusal
+        return error_response(refused)
     reply = response.json({"agent": _agent_view(agent), "token": token})
     reply.cookies[SESSION_COOKIE] = token
     cookie = reply.cookies[SESSION_COOKIE]
@@ -142,16 +141,16 @@ async def logout(request: Request) -> HTTPResponse:
 async def me(request: Request) -> HTTPResponse:
     agent = await _signed_in(request)
     if agent is None:
-        return _error(401, "unauthenticated", "sign in first")
+        return _error("unauthenticated", "sign in first")
     return response.json({"agent": _agent_view(agent)})
 
 
 async def _maintainer(request: Request) -> Agent | HTTPResponse:
     agent = await _signed_in(request)
     if agent is None:
-        return _error(401, "unauthenticated", "sign in first")
+        return _error("unauthenticated", "sign in first")
     if not agent.is_maintainer:
-        return _error(403, "forbidden", "only maintainers manage agent accounts")
+        return _error("forbidden", "only maintainers manage agent accounts")
     return agent
 
 
@@ -184,10 +183,8 @@ async def add_agent(request: Request) -> HTTPResponse:
             str(body.get("password", "")),
             str(body.get("role", "agent")),
         )
-    except ProtocolError as error:
-        return _error(400, error.code, error.message)
-    except auth.AccountError as error:
-        return _error(400, "invalid_account", str(error))
+    except (ProtocolError, auth.AccountError) as error:
+        return error_response(error)
     return response.json({"agent": _agent_view(agent)}, status=201)
 
 
@@ -199,29 +196,27 @@ async def change_agent(request: Request, username: str) -> HTTPResponse:
     store: Store = request.app.ctx.store
     target = await store.agent_by_username(username)
     if target is None:
-        return _error(404, "unknown_agent", f"no agent {username!r}")
+        return _error("unknown_agent", f"no agent {username!r}")
     try:
         body = _json_body(request)
     except ProtocolError as error:
-        return _error(400, error.code, error.message)
+        return error_response(error)
     values: dict[str, Any] = {}
     if "disabled" in body:
         if not isinstance(body["disabled"], bool):
-            return _error(400, "invalid_field", "disabled must be true or false")
+            return _error("invalid_field", "disabled must be true or false")
         values["disabled"] = body["disabled"]
     if "role" in body:
         if body["role"] not in auth.ROLES:
-            return _error(400, "invalid_field", f"role must be one of {', '.join(auth.ROLES)}")
+            return _error("invalid_field", f"role must be one of {', '.join(auth.ROLES)}")
         values["role"] = body["role"]
     if "password" in body:
         password = body["password"]
         if not isinstance(password, str) or len(password) < auth.MIN_PASSWORD_CHARS:
-            return _error(
-                400, "invalid_field", f"password needs {auth.MIN_PASSWORD_CHARS}+ characters"
-            )
+            return _error("invalid_field", f"password needs {auth.MIN_PASSWORD_CHARS}+ characters")
         values["password_hash"] = await auth.hash_password(password)
     if not values:
-        return _error(400, "invalid_field", "nothing to change: give disabled, role or password")
+        return _error("invalid_field", "nothing to change: give disabled, role or password")
     await store.update_agent(target.id, **values)
     changed = await store.agent_by_id(target.id)
     assert changed is not None

@@ -18,6 +18,7 @@ from handoff.conversations.service import ConversationService
 from handoff.core.protocol import MAX_REST_BODY_BYTES, WEBSOCKET_MAX_SIZE
 from handoff.core.triggers import HandoffPolicy, top_intent
 from handoff.learning.loop import live_model_file
+from handoff.learning.metrics import MetricsReader
 from handoff.operator_output import route_sanic_logs_to_root
 from handoff.realtime.agent_connections import AgentConnections
 from handoff.realtime.hub import Hub, ephemeral_event
@@ -85,6 +86,7 @@ def create_app(settings: Settings) -> Sanic:
         await asyncio.to_thread(upgrade, settings.database_url)
         app.ctx.store = await Store.open(settings.database_url)
         app.ctx.learning = LearningStore(app.ctx.store.engine)
+        app.ctx.metrics = MetricsReader.open(settings.database_url)  # connects on first use
         locks = ConversationLocks()
         if settings.redis_url:
             redis = connect_redis(settings.redis_url)
@@ -127,6 +129,7 @@ def create_app(settings: Settings) -> Sanic:
             await app.ctx.presence.close()
             await app.ctx.hub.close()
             await app.ctx.redis.close()
+        await app.ctx.metrics.close()
         await app.ctx.store.close()
 
     return app
@@ -145,7 +148,7 @@ async def _trim_events(store: Store, retention_hours: float) -> None:
 
 async def _load_and_watch(app: Sanic, settings: Settings) -> None:
     """Load the promoted model (or the newest one), then swap to each newly promoted model."""
-    holder: AssistantHolder = app.ctx.assistant
+    holder: AssistantHolder[Assistant] = app.ctx.assistant
     learning: LearningStore = app.ctx.learning
     try:
         model = await live_model_file(settings, learning) or settings.model_path
@@ -162,7 +165,7 @@ async def _load_and_watch(app: Sanic, settings: Settings) -> None:
         )
     except Exception as error:
         logger.exception("Could not load the model from %s", settings.model_path)
-        holder.fail(f"{type(error).__name__}: {error}")
+        holder.fail(f"the model could not be loaded ({error}); see the server log")
         return
     holder.set(assistant)
     set_rasa_api_agent(app, assistant.agent)

@@ -31,6 +31,7 @@ from typing import Any, TypeVar
 from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError
 
+from handoff.core.errors import HandoffError
 from handoff.storage.store import Agent, Store
 from handoff.web.sign_in_throttle import SignInThrottle, Throttled, retry_after_header
 
@@ -62,12 +63,17 @@ REFUSED_SIGN_INS: Counter[str] = Counter()
 REFUSAL_REASONS = ("bad_credentials", "throttled", "busy")
 
 
-class SignInRefused(Exception):
+class SignInRefused(HandoffError):
     """A sign-in was refused; the message is safe to show (it never says which part of the
-    credentials was wrong). ``reason`` is the error code, one of :data:`REFUSAL_REASONS`."""
+    credentials was wrong). ``code`` (also ``reason``) is one of :data:`REFUSAL_REASONS`."""
 
-    reason = "bad_credentials"
+    code = "bad_credentials"
     retry_after: float | None = None
+
+    @property
+    def reason(self) -> str:
+        """The refusal's reason for ``/metrics`` and the log: its ``code``."""
+        return self.code
 
 
 class AuthError(SignInRefused):
@@ -77,7 +83,7 @@ class AuthError(SignInRefused):
 class SignInThrottled(SignInRefused):
     """Too many failures for the username or the address: try again after ``retry_after``."""
 
-    reason = "throttled"
+    code = "throttled"
 
     def __init__(self, retry_after: float) -> None:
         super().__init__(
@@ -90,15 +96,17 @@ class SignInThrottled(SignInRefused):
 class ServerBusy(SignInRefused):
     """Too many sign-ins are waiting for a password check: try again in a second."""
 
-    reason = "busy"
+    code = "busy"
     retry_after = float(BUSY_RETRY_SECONDS)
 
     def __init__(self) -> None:
         super().__init__("the server is checking too many sign-ins; try again in a second")
 
 
-class AccountError(ValueError):
+class AccountError(HandoffError, ValueError):
     """An account could not be created or changed; the message says why."""
+
+    code = "invalid_account"
 
 
 class PasswordThreads:

@@ -4,6 +4,10 @@ On ``/api/*`` and ``/webhooks/*`` every error that reaches sanic (an over-size b
 route or method, a request sanic could not read, an exception a handler did not catch) is
 answered ``{"error": {"code", "message"}}`` with the matching status, like the errors our
 handlers return themselves. Other paths (the chat page, the console) keep sanic's own pages.
+
+Our own errors (:class:`~handoff.core.errors.HandoffError`) get their status and body here
+too, in :func:`http_error`: handlers answer with :func:`error_response`, and one that escapes
+a handler is answered the same way.
 """
 
 from __future__ import annotations
@@ -15,6 +19,9 @@ from sanic import Request, response
 from sanic.exceptions import SanicException
 from sanic.handlers import ErrorHandler
 from sanic.response import HTTPResponse
+
+from handoff.core.errors import HandoffError
+from handoff.web.sign_in_throttle import retry_after_header
 
 logger = logging.getLogger(__name__)
 
@@ -32,6 +39,25 @@ ERROR_CODES = {
 }
 """The ``code`` for each status sanic raises; any other status gets ``http_error``."""
 
+STATUS_BY_CODE = {
+    "unauthenticated": 401,
+    "bad_credentials": 401,
+    "forbidden": 403,
+    "origin_not_allowed": 403,
+    "unknown_agent": 404,
+    "not_found": 404,
+    "not_reviewable": 409,
+    "not_pending": 409,
+    "concurrent_update": 409,
+    "throttled": 429,
+    "internal": 500,
+    "busy": 503,
+    "not_ready": 503,
+    "conversation_busy": 503,
+}
+"""The HTTP status of each :class:`HandoffError` code; any other code is the client's fault
+(400). Codes are the stable part: the status follows the code, whatever class carries it."""
+
 UNREAD_REQUEST_METHOD = "NONE"
 """The method of the placeholder request sanic makes when it cannot parse a request's head:
 whatever failed then is the client's fault."""
@@ -43,6 +69,11 @@ class JsonApiErrorHandler(ErrorHandler):
     def default(self, request: Request, exception: Exception) -> HTTPResponse:
         if not request.path.startswith(JSON_API_PREFIXES):
             return super().default(request, exception)  # type: ignore[no-any-return]
+        if isinstance(exception, HandoffError):
+            reply = error_response(exception)
+            if reply.status >= 500:
+                logger.error("%s %s failed", request.method, request.path, exc_info=exception)
+            return reply
         status = exception.status_code if isinstance(exception, SanicException) else 500
         if status == 500 and request.method == UNREAD_REQUEST_METHOD:
             status = 400  # the request head could not be read (e.g. Content-Length: many)
@@ -56,6 +87,24 @@ class JsonApiErrorHandler(ErrorHandler):
         headers: dict[str, Any] = getattr(exception, "headers", None) or {}
         reply.headers.update(headers)
         return reply
+
+
+def http_error(error: HandoffError) -> tuple[int, dict[str, Any]]:
+    """The HTTP status and JSON body that report ``error``: the one place our errors become
+    HTTP answers. The body is ``{"error": {"code", "message"}}``."""
+    status = STATUS_BY_CODE.get(error.code, 400)
+    return status, {"error": {"code": error.code, "message": error.message}}
+
+
+def error_response(error: HandoffError) -> HTTPResponse:
+    """:func:`http_error` as a response, with ``Retry-After`` when ``error`` has a
+    ``retry_after`` (seconds)."""
+    status, body = http_error(error)
+    reply = response.json(body, status=status)
+    retry_after: float | None = getattr(error, "retry_after", None)
+    if retry_after is not None:
+        reply.headers["Retry-After"] = retry_after_header(retry_after)
+    return reply
 
 
 def _message(request: Request, exception: Exception, status: int) -> str:

@@ -7,7 +7,6 @@ Same sign-in and Origin rules as the rest of the agent API (see :mod:`handoff.we
 from __future__ import annotations
 
 import hmac
-import time
 from typing import Any
 
 from sanic import Blueprint, Request, response
@@ -15,7 +14,7 @@ from sanic.response import HTTPResponse
 
 from handoff.assistant.rasa_assistant import AssistantHolder
 from handoff.core.protocol import ProtocolError
-from handoff.learning.metrics import compute, render_prometheus, render_sign_in_refusals
+from handoff.learning.metrics import MetricsReader, render_prometheus, render_sign_in_refusals
 from handoff.learning.review import (
     DecisionError,
     apply_decisions,
@@ -29,6 +28,7 @@ from handoff.storage.learning_store import LearningStore, NotFoundError
 from handoff.storage.store import Agent
 from handoff.web import auth
 from handoff.web.agent_channel import _error, _json_body, _signed_in, guard_agent_routes
+from handoff.web.http_errors import error_response
 
 blueprint = Blueprint("learning_api")
 blueprint.on_request(guard_agent_routes)
@@ -37,9 +37,9 @@ blueprint.on_request(guard_agent_routes)
 async def _agent(request: Request, maintainer: bool = False) -> Agent | HTTPResponse:
     agent = await _signed_in(request)
     if agent is None:
-        return _error(401, "unauthenticated", "sign in first (POST /api/login)")
+        return _error("unauthenticated", "sign in first (POST /api/login)")
     if maintainer and not agent.is_maintainer:
-        return _error(403, "forbidden", "only maintainers review training data")
+        return _error("forbidden", "only maintainers review training data")
     return agent
 
 
@@ -70,12 +70,10 @@ async def decide(request: Request) -> HTTPResponse:
         applied = await apply_decisions(
             request.app.ctx.settings, request.app.ctx.learning, decisions, checked.id
         )
-    except ProtocolError as error:
-        return _error(400, error.code, error.message)
-    except DecisionError as error:
-        return _error(400, "invalid_field", str(error))
+    except (ProtocolError, DecisionError) as error:
+        return error_response(error)
     except NotFoundError as error:
-        return _error(409, "not_reviewable", str(error))
+        return _error("not_reviewable", error.message)
     return response.json(
         {"candidates": [{"id": c.id, "status": c.status, "note": c.note} for c in applied]}
     )
@@ -121,12 +119,10 @@ async def verify(request: Request) -> HTTPResponse:
     try:
         decisions = parse_verifications(_decisions(request))
         created = await apply_verifications(request.app.ctx.learning, decisions, checked.id, known)
-    except ProtocolError as error:
-        return _error(400, error.code, error.message)
-    except DecisionError as error:
-        return _error(400, "invalid_field", str(error))
+    except (ProtocolError, DecisionError) as error:
+        return error_response(error)
     except NotFoundError as error:
-        return _error(409, "not_pending", str(error))
+        return _error("not_pending", error.message)
     return response.json({"candidates": created})
 
 
@@ -162,21 +158,22 @@ async def models(request: Request) -> HTTPResponse:
 @blueprint.route("/metrics", methods=["GET", "HEAD"])
 async def metrics(request: Request) -> HTTPResponse:
     """Prometheus metrics (all time). Needs ``Authorization: Bearer <HANDOFF_METRICS_TOKEN>``
-    when that setting is set."""
+    when that setting is set. The stored numbers are computed off the event loop and may be
+    up to :data:`~handoff.learning.metrics.METRICS_MAX_AGE_S` old (concurrent scrapes share
+    one computation); the serving model and the sign-in refusals are this process's now."""
     settings: Settings = request.app.ctx.settings
     if settings.metrics_token:
         given = request.headers.get("authorization", "")
         if not hmac.compare_digest(given, f"Bearer {settings.metrics_token}"):
-            return _error(401, "unauthenticated", "send Authorization: Bearer <metrics token>")
-    learning: LearningStore = request.app.ctx.learning
+            return _error("unauthenticated", "send Authorization: Bearer <metrics token>")
+    reader: MetricsReader = request.app.ctx.metrics
     holder: AssistantHolder = request.app.ctx.assistant
-    started = time.perf_counter()
-    values = compute(await learning.metrics_rows(), await learning.models())
-    body = render_prometheus(values, holder.current.info.name if holder.current else None)
+    scrape = await reader.read()
+    body = render_prometheus(scrape.values, holder.current.info.name if holder.current else None)
     body += render_sign_in_refusals(auth.REFUSED_SIGN_INS, auth.REFUSAL_REASONS)
     body += (
         "# HELP handoff_metrics_scrape_seconds Time to compute these metrics.\n"
         "# TYPE handoff_metrics_scrape_seconds gauge\n"
-        f"handoff_metrics_scrape_seconds {time.perf_counter() - started:.4f}\n"
+        f"handoff_metrics_scrape_seconds {scrape.seconds:.4f}\n"
     )
     return response.text(body, content_type="text/plain; version=0.0.4; charset=utf-8")

@@ -14,6 +14,7 @@ from sanic.server.websockets.impl import WebsocketImplProtocol
 from websockets.exceptions import ConnectionClosed
 
 from handoff.conversations.service import ActionError
+from handoff.core.errors import HandoffError, InternalError
 from handoff.core.protocol import ProtocolError, error_frame, peek_client_id
 from handoff.realtime.hub import Hub
 from handoff.storage.store import Event, Store
@@ -199,21 +200,15 @@ async def serve_frames(
                 frame = parse(raw)
                 client_id = getattr(frame, "client_id", None)
                 reply = await handle(frame)
-            except ProtocolError as error:  # an invalid frame: the error has the id if readable
-                live.send(error_frame(error))
-                continue
-            except ActionError as error:
-                live.send(error_frame(ProtocolError(error.code, error.message, client_id)))
+            except HandoffError as error:  # an invalid frame (its id if readable) or a refusal
+                if not isinstance(error, (ProtocolError, ActionError)):
+                    logger.warning("A frame of %s was refused: %r", who, error, exc_info=error)
+                live.send(error_frame(error, client_id))
                 continue
             except Exception:
                 logger.exception("A frame of %s failed", who)
-                live.send(
-                    error_frame(
-                        ProtocolError(
-                            "internal", "the server failed on this frame; send it again", client_id
-                        )
-                    )
-                )
+                failed = InternalError("the server failed on this frame; send it again")
+                live.send(error_frame(failed, client_id))
                 continue
             if reply is not None:
                 live.send(reply)

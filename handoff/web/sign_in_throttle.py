@@ -30,6 +30,7 @@ import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from handoff.core.errors import HandoffError
 from handoff.settings import Settings
 from handoff.storage import schema
 
@@ -130,8 +131,10 @@ class SignInLimits:
         )
 
 
-class Throttled(Exception):
+class Throttled(HandoffError):
     """The username or the address is locked out; nothing was checked or counted."""
+
+    code = "throttled"
 
     def __init__(self, retry_after: float) -> None:
         super().__init__(f"locked out for {retry_after:.1f} s more")

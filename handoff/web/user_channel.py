@@ -13,6 +13,7 @@ from sanic.server.websockets.impl import WebsocketImplProtocol
 
 from handoff.assistant.rasa_assistant import AssistantHolder, AssistantNotReadyError
 from handoff.conversations.service import ConversationService
+from handoff.core.errors import HandoffError
 from handoff.core.protocol import (
     ProtocolError,
     UserFrame,
@@ -38,7 +39,7 @@ CLOSE_TRY_AGAIN_LATER = 1013
 blueprint = Blueprint("user_channel")
 
 
-async def _refuse(ws: WebsocketImplProtocol, error: ProtocolError, close_code: int) -> None:
+async def _refuse(ws: WebsocketImplProtocol, error: HandoffError, close_code: int) -> None:
     await ws.send(json.dumps(error_frame(error)))
     await ws.close(close_code, error.code)
 
@@ -62,7 +63,7 @@ async def user_socket(request: Request, ws: WebsocketImplProtocol) -> None:
     try:
         assistant = await holder.get(timeout=MODEL_WAIT_SECONDS)
     except AssistantNotReadyError as error:
-        await _refuse(ws, ProtocolError("not_ready", str(error)), CLOSE_TRY_AGAIN_LATER)
+        await _refuse(ws, error, CLOSE_TRY_AGAIN_LATER)
         return
 
     def fetch(after: int) -> Awaitable[list[Event]]:

@@ -25,7 +25,7 @@ async def test_store_on_postgresql(postgres_url: str) -> None:
         assert stored.conversation.state.value == "queued"
         assert events[0].id > 0
 
-        claimed, _ = transition(stored.conversation, AgentClaimed(str(agent.id)))
+        claimed, _ = transition(stored.conversation, AgentClaimed(agent.id))
         results = await asyncio.gather(
             store.save_conversation(stored, claimed, assignment=(agent.id, None)),
             store.save_conversation(stored, claimed, assignment=(agent.id, None)),
