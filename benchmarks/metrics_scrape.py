@@ -6,7 +6,7 @@ messages (default 100,000: conversations of 5 user messages with 10-entry intent
 
 * ``old``: rows read through the server's store (inline on the loop) and
   :func:`handoff.learning.metrics.compute` on the loop, as ``/metrics`` did;
-* ``new``: :class:`handoff.learning.metrics.MetricsReader` (SQL in a worker thread on a
+* ``new``: :class:`handoff.learning.metrics_reader.MetricsReader` (SQL in a worker thread on a
   read-only connection), caching off.
 
 For each it measures the loop thread's CPU time during one scrape (``loop_cpu_ms``: what the
@@ -33,7 +33,8 @@ from typing import Any
 
 import sqlalchemy as sa
 
-from handoff.learning.metrics import MetricsReader, compute, render_prometheus
+from handoff.learning.metrics import compute, render_prometheus
+from handoff.learning.metrics_reader import MetricsReader
 from handoff.storage import schema
 from handoff.storage.learning_store import LearningStore
 from handoff.storage.migrate import upgrade

@@ -20,6 +20,7 @@ from typing import TextIO
 __all__ = [
     "NOT_ACTIONABLE_CATEGORIES",
     "NOT_ACTIONABLE_MESSAGES",
+    "is_actionable",
     "quiet_dependencies",
     "quiet_library_loggers",
     "route_sanic_logs_to_root",

@@ -18,6 +18,8 @@ import tomli
 
 from handoff.core.errors import HandoffError
 
+__all__ = ["PROJECT_ROOT", "Settings", "SettingsError", "load_settings"]
+
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 """The repository root: bundled bot files, training data and default state live below it."""
 

@@ -13,13 +13,8 @@ from typing import Any
 
 from hypothesis import strategies as st
 
-from handoff.core.protocol import (
-    AGENT_FRAME_FIELDS,
-    CLIENT_ID_PATTERN,
-    CONVERSATION_ID_PATTERN,
-    MAX_JSON_DEPTH,
-    USER_FRAME_TYPES,
-)
+from handoff.core.protocol import AGENT_FRAME_FIELDS, CONVERSATION_ID_PATTERN, USER_FRAME_TYPES
+from handoff.core.safe_json import CLIENT_ID_PATTERN, MAX_JSON_DEPTH
 
 
 @dataclass(frozen=True)

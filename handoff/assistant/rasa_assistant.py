@@ -43,6 +43,17 @@ from handoff.assistant.tracker_store import (
 )
 from handoff.core.errors import HandoffError
 
+__all__ = [
+    "Assistant",
+    "AssistantHolder",
+    "AssistantNotReadyError",
+    "ModelNotFoundError",
+    "apply_fallback_threshold",
+    "redis_lock_store",
+    "resolve_model_path",
+    "to_rasa_event",
+]
+
 logger = logging.getLogger(__name__)
 
 MODEL_SUFFIX = ".tar.gz"

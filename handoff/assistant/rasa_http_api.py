@@ -12,6 +12,8 @@ from typing import Any
 
 from sanic import Sanic
 
+__all__ = ["mount_rasa_http_api", "set_rasa_api_agent"]
+
 EXCLUDED_ROUTES = frozenset(
     {
         ("GET", ""),  # Rasa's hello page; our / redirects to the chat page
@@ -27,7 +29,8 @@ def mount_rasa_http_api(app: Sanic, token: str) -> list[str]:
 
     Rasa's handlers read the agent from ``app.ctx.agent`` and from their own (hidden) Rasa
     app's ``ctx.agent``: call :func:`set_rasa_api_agent` whenever the live agent changes
-    (until then they answer 409).
+    (until then they answer 409). These attributes of ``app.ctx`` are Rasa's; the server's own
+    state is the one attribute ``app.ctx.handoff`` (see ``handoff.web.context``).
     """
     from rasa.server import ErrorResponse
     from rasa.server import create_app as create_rasa_app

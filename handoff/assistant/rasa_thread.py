@@ -14,6 +14,8 @@ import threading
 from collections.abc import Coroutine
 from typing import Any, TypeVar
 
+__all__ = ["RasaWorker", "shared_worker"]
+
 T = TypeVar("T")
 
 

@@ -33,6 +33,14 @@ from sqlalchemy.engine import Engine, make_url
 
 from handoff.storage.migrate import MIGRATION_LOCK
 
+__all__ = [
+    "ThreadedSQLTrackerStore",
+    "cache_event_types",
+    "create_engine",
+    "tracker_database_url",
+    "unwrap_fail_safe",
+]
+
 logger = logging.getLogger(__name__)
 
 SQLITE_BUSY_TIMEOUT_MS = 10_000

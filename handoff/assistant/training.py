@@ -11,6 +11,15 @@ from pathlib import Path
 
 from handoff.settings import PROJECT_ROOT
 
+__all__ = [
+    "TrainedModel",
+    "domain_dir",
+    "ensure_model",
+    "model_file_for",
+    "training_hash",
+    "training_inputs",
+]
+
 BOT_DIR = PROJECT_ROOT / "bot"
 DATA_DIR = PROJECT_ROOT / "data"
 MODEL_PREFIX = "assistant"

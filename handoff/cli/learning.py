@@ -18,6 +18,8 @@ from handoff.storage.learning_store import Decision, LearningStore, NotFoundErro
 from handoff.storage.migrate import upgrade
 from handoff.storage.store import Store
 
+__all__ = ["CommandError", "run"]
+
 
 class CommandError(HandoffError):
     """What went wrong and what to do; ``exit_code`` 1 (failed) or 2 (bad usage)."""

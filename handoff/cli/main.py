@@ -12,6 +12,8 @@ from pathlib import Path
 from handoff.operator_output import quiet_dependencies, quiet_library_loggers
 from handoff.settings import PROJECT_ROOT, SettingsError, load_settings
 
+__all__ = ["main"]
+
 
 def _build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(

@@ -30,7 +30,10 @@ from handoff.realtime.agent_connections import (
     sign_out_event,
 )
 from handoff.realtime.hub import Hub
-from handoff.storage.store import Agent, Store
+from handoff.storage.records import Agent
+from handoff.storage.store import Store
+
+__all__ = ["AccountSweep", "apply_account_change", "sign_out_for"]
 
 logger = logging.getLogger(__name__)
 

@@ -28,7 +28,7 @@ from handoff.core.routing import (
     RecordWhilePaused,
     ResumeBot,
 )
-from handoff.storage.store import NewEvent
+from handoff.storage.records import NewEvent
 
 __all__ = ["Circumstances", "Plan", "agent_event", "plan", "user_event"]
 

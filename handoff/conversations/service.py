@@ -49,14 +49,8 @@ from handoff.realtime.hub import Hub, ephemeral_event
 from handoff.realtime.locks import ConversationLocks, RedisConversationLocks
 from handoff.realtime.presence import Presence
 from handoff.storage.learning_store import LearningStore
-from handoff.storage.store import (
-    Agent,
-    ConcurrentUpdate,
-    Event,
-    Message,
-    Store,
-    StoredConversation,
-)
+from handoff.storage.records import Agent, ConcurrentUpdate, Event, Message, StoredConversation
+from handoff.storage.store import Store
 
 __all__ = ["ActionError", "ConversationService", "UserMessageResult"]
 
@@ -528,18 +522,31 @@ class ConversationService:
     async def queue_snapshot(self) -> list[dict[str, Any]]:
         return queue_view(await self.store.queue())
 
-    async def _queue_changed(self) -> None:
-        """Tell agents the new queue and each waiting user their place in it."""
+    async def queue_position(self, conversation_id: str) -> dict[str, int] | None:
+        """``{"position", "waiting"}`` of a queued conversation (None if it is not queued)."""
         snapshot = await self.queue_snapshot()
-        new_events = [agent_event(None, "queue", items=snapshot)]
-        new_events += [
-            user_event(
-                item["conversation_id"],
-                "queue_position",
-                position=item["position"],
-                waiting=len(snapshot),
-            )
-            for item in snapshot
-        ]
-        events = await self.store.append_events(new_events)
+        for item in snapshot:
+            if item["conversation_id"] == conversation_id:
+                return {"position": item["position"], "waiting": len(snapshot)}
+        return None
+
+    async def _queue_changed(self) -> None:
+        """Tell agents the new queue (one stored event) and each waiting user their place in
+        it (live only: a position is stale by the time it could be replayed; a user who
+        connects while queued is told theirs then)."""
+        snapshot = await self.queue_snapshot()
+        events = await self.store.append_events([agent_event(None, "queue", items=snapshot)])
         await self._publish(events)
+        self.hub.publish(
+            [
+                ephemeral_event(
+                    "user",
+                    "queue_position",
+                    None,
+                    item["conversation_id"],
+                    position=item["position"],
+                    waiting=len(snapshot),
+                )
+                for item in snapshot
+            ]
+        )

@@ -11,7 +11,8 @@ from handoff.assistant.interface import AssistantHolder
 from handoff.core.triggers import HandoffPolicy, top_intent
 from handoff.learning.candidates import handoff_candidates
 from handoff.storage.learning_store import LearningStore
-from handoff.storage.store import Message, Store
+from handoff.storage.records import Message
+from handoff.storage.store import Store
 
 __all__ = ["Teaching"]
 

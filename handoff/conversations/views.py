@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from handoff.storage.store import Message, QueuedConversation, StoredConversation
+from handoff.storage.records import Message, QueuedConversation, StoredConversation
 
 __all__ = ["message_view", "queue_view", "transcript_view"]
 

@@ -11,7 +11,7 @@ raiser chooses the code)::
 
     HandoffError                      handoff_error
      ├── InternalError                : internal            (core.errors)
-     ├── ProtocolError [ValueError]   : per instance        (core.protocol)
+     ├── ProtocolError [ValueError]   : per instance        (core.safe_json)
      ├── IllegalTransition            : illegal_transition  (core.routing)
      │    └── NotAssignedToAgent      : not_assigned
      ├── ConcurrentUpdate             : concurrent_update   (storage.store)

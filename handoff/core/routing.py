@@ -19,6 +19,34 @@ from enum import Enum
 
 from handoff.core.errors import HandoffError
 
+__all__ = [
+    "AgentClaimed",
+    "AgentReplied",
+    "AssignmentChanged",
+    "Closed",
+    "Command",
+    "Conversation",
+    "DeliverToAgent",
+    "DeliverToUser",
+    "Effect",
+    "ForwardToBot",
+    "HandedBack",
+    "HandoffReason",
+    "HandoffRequested",
+    "IllegalTransition",
+    "NotAssignedToAgent",
+    "NotifyUser",
+    "PauseBot",
+    "QueueChanged",
+    "RecordWhilePaused",
+    "ResumeBot",
+    "State",
+    "Transferred",
+    "UserSaid",
+    "transition",
+    "why_agent_may_not_act",
+]
+
 
 class State(str, Enum):
     BOT = "bot"

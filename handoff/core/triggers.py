@@ -8,6 +8,8 @@ from typing import Any
 
 from handoff.core.routing import HandoffReason
 
+__all__ = ["FALLBACK_INTENT", "Decision", "HandoffPolicy", "decide", "top_intent"]
+
 FALLBACK_INTENT = "nlu_fallback"
 """What Rasa's FallbackClassifier predicts below its confidence threshold."""
 

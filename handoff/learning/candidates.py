@@ -14,7 +14,16 @@ from typing import Any
 
 from handoff.learning.export import clean_example, normalize, response_name
 from handoff.storage.learning_store import Candidate, Decision, Label
-from handoff.storage.store import Message
+from handoff.storage.records import Message
+
+__all__ = [
+    "Review",
+    "ReviewGroup",
+    "ReviewItem",
+    "handoff_candidates",
+    "review_groups",
+    "with_duplicates",
+]
 
 NEAR_DUPLICATE_RATIO = 0.9
 """Two examples of one intent whose normalised texts are at least this similar

@@ -11,6 +11,8 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+__all__ = ["Verdict", "compare", "render_markdown", "score"]
+
 FALLBACK_INTENT = "nlu_fallback"
 
 

@@ -15,6 +15,22 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+__all__ = [
+    "ApprovedExample",
+    "ApprovedResponse",
+    "ApprovedStory",
+    "ExistingData",
+    "Export",
+    "Skipped",
+    "build_export",
+    "clean_example",
+    "escape_markup",
+    "merge_learned",
+    "normalize",
+    "redact",
+    "response_name",
+]
+
 RASA_DATA_VERSION = "3.1"
 MIN_EXAMPLES_PER_NEW_INTENT = 2
 """Rasa needs at least two examples to train an intent; a new intent with fewer waits."""

@@ -41,6 +41,22 @@ from handoff.learning.export import (
 from handoff.settings import PROJECT_ROOT, Settings
 from handoff.storage.learning_store import Candidate, LearningStore, ModelVersion
 
+__all__ = [
+    "ExportError",
+    "ExportResult",
+    "Progress",
+    "TrainOutcome",
+    "approved_export",
+    "evaluate_model",
+    "existing_data",
+    "learned_paths",
+    "live_model_file",
+    "metrics_for",
+    "metrics_key",
+    "run_export",
+    "train_and_promote",
+]
+
 LEARNED_FILES = {"nlu": "nlu.yml", "stories": "stories.yml", "rules": "rules.yml"}
 """Files under ``data/learned/``; the domain additions go to ``bot/domain/learned.yml``."""
 

@@ -15,6 +15,17 @@ from handoff.learning.loop import existing_data
 from handoff.settings import Settings
 from handoff.storage.learning_store import Candidate, Decision, LearningStore, VerificationDecision
 
+__all__ = [
+    "INTENT_NAME_PATTERN",
+    "INTENT_NAME_RULE",
+    "DecisionError",
+    "apply_decisions",
+    "apply_verifications",
+    "current_review",
+    "parse_decisions",
+    "parse_verifications",
+]
+
 INTENT_NAME_PATTERN = re.compile(r"^[a-z][a-z0-9_]{1,63}$")
 """Intent names agents may create: 2-64 lower-case letters, digits and '_'."""
 INTENT_NAME_RULE = (

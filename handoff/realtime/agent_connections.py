@@ -16,7 +16,17 @@ from dataclasses import dataclass
 from sanic.server.websockets.impl import WebsocketImplProtocol
 
 from handoff.realtime.hub import CONTROL_AUDIENCE, Hub, ephemeral_event
-from handoff.storage.store import Agent, Event
+from handoff.storage.records import Agent, Event
+
+__all__ = [
+    "ACCOUNT_DISABLED",
+    "ROLE_CHANGED",
+    "SESSION_ENDED",
+    "AgentConnection",
+    "AgentConnections",
+    "SignOut",
+    "sign_out_event",
+]
 
 logger = logging.getLogger(__name__)
 

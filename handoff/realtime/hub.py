@@ -14,7 +14,9 @@ from collections import defaultdict
 from collections.abc import Iterable
 from typing import Any
 
-from handoff.storage.store import Event
+from handoff.storage.records import Event
+
+__all__ = ["CONTROL_AUDIENCE", "Hub", "Subscription", "ephemeral_event", "topics_of"]
 
 SUBSCRIBER_QUEUE_LIMIT = 10_000
 """Events buffered for one slow connection before it is told to resync."""

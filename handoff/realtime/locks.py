@@ -12,6 +12,8 @@ from typing import Any
 
 from handoff.core.errors import HandoffError
 
+__all__ = ["ConversationLocks", "LockTimeout", "RedisConversationLocks"]
+
 logger = logging.getLogger(__name__)
 
 REDIS_LOCK_TTL_S = 30.0

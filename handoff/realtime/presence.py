@@ -5,6 +5,8 @@ from __future__ import annotations
 from collections import Counter
 from dataclasses import dataclass
 
+__all__ = ["AgentPresence", "Presence"]
+
 STATUSES = ("online", "away")
 
 

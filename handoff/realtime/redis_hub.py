@@ -22,7 +22,9 @@ from typing import Any
 
 from handoff.realtime.hub import Hub
 from handoff.realtime.presence import AgentPresence, Presence
-from handoff.storage.store import Event
+from handoff.storage.records import Event
+
+__all__ = ["RedisHub", "RedisPresence", "connect"]
 
 logger = logging.getLogger(__name__)
 

@@ -1,2 +1,3 @@
-"""Our persistent state: the schema and its Alembic migrations, the async repositories for
-conversations (:mod:`.store`) and for the learning loop (:mod:`.learning_store`)."""
+"""Our persistent state: the schema and its Alembic migrations, the records it holds
+(:mod:`.records`), the async repositories for conversations and accounts (:mod:`.store`,
+:mod:`.accounts`) and for the learning loop (:mod:`.learning_store`)."""

@@ -23,6 +23,8 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection, Engine, Result
 
+__all__ = ["InlineConnection", "InlineEngine", "inline_sqlite_engine"]
+
 
 class InlineConnection:
     """A connection whose ``execute`` is synchronous behind an ``async`` signature."""

@@ -16,7 +16,19 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from handoff.core.errors import HandoffError
 from handoff.storage import schema
-from handoff.storage.store import Message
+from handoff.storage.records import Message
+
+__all__ = [
+    "Candidate",
+    "Decision",
+    "Label",
+    "LearningStore",
+    "ModelVersion",
+    "NotFoundError",
+    "Verification",
+    "VerificationDecision",
+    "top_intent",
+]
 
 C = schema.candidates.c
 V = schema.verifications.c

@@ -10,6 +10,8 @@ from alembic import command
 from alembic.config import Config
 from sqlalchemy.engine import make_url
 
+__all__ = ["MIGRATION_LOCK", "alembic_config", "upgrade"]
+
 MIGRATIONS_DIR = Path(__file__).resolve().parent / "migrations"
 MIGRATION_LOCK = 0x6D696772  # "migr": PostgreSQL advisory lock held while migrating
 

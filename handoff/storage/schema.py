@@ -8,6 +8,23 @@ from __future__ import annotations
 
 import sqlalchemy as sa
 
+__all__ = [
+    "agent_sessions",
+    "agents",
+    "assignments",
+    "candidates",
+    "conversations",
+    "events",
+    "exports",
+    "handoffs",
+    "labels",
+    "messages",
+    "metadata",
+    "model_versions",
+    "sign_in_failures",
+    "verifications",
+]
+
 metadata = sa.MetaData(
     naming_convention={
         "ix": "ix_%(column_0_label)s",

@@ -1,26 +1,39 @@
 """Our persistent state behind one async repository: agents, sessions, conversations, handoffs,
 messages, labels and the event log that clients resume from.
 
-Rows come out as plain dataclasses. Each public method is one transaction; the caller never
-sees a half-written change. SQLite (default) runs in WAL mode with a busy timeout; PostgreSQL
-works by URL.
+Rows come out as plain dataclasses (:mod:`.records`). Each public method is one transaction;
+the caller never sees a half-written change. SQLite (default) runs in WAL mode with a busy
+timeout; PostgreSQL works by URL. Accounts and sessions live in :mod:`.accounts`, mixed into
+:class:`Store`.
 """
 
 from __future__ import annotations
 
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass
 from typing import Any, cast
 
 import sqlalchemy as sa
 from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
 
-from handoff.core.errors import HandoffError
 from handoff.core.routing import Conversation, State
 from handoff.storage import schema
+from handoff.storage.accounts import Accounts
 from handoff.storage.inline_sqlite import inline_sqlite_engine
+from handoff.storage.records import (
+    ConcurrentUpdate,
+    Event,
+    Message,
+    NewEvent,
+    QueuedConversation,
+    StoredConversation,
+    event_from_row,
+    message_from_row,
+    stored_from_row,
+)
+
+__all__ = ["ASYNC_DRIVERS", "EVENT_ORDER_LOCK", "SQLITE_BUSY_TIMEOUT_S", "Store", "async_url"]
 
 SQLITE_BUSY_TIMEOUT_S = 10.0
 
@@ -34,103 +47,6 @@ def async_url(database_url: str) -> str:
     if backend not in ASYNC_DRIVERS:
         raise ValueError(f"unsupported database {backend!r}; use sqlite or postgresql")
     return str(url.set(drivername=ASYNC_DRIVERS[backend]))
-
-
-class ConcurrentUpdate(HandoffError):
-    """Someone else changed the conversation first (e.g. two agents claiming at once)."""
-
-    code = "concurrent_update"
-
-    def __init__(self, conversation_id: str) -> None:
-        super().__init__("someone else changed this conversation first; try again")
-        self.conversation_id = conversation_id
-
-
-@dataclass(frozen=True)
-class Agent:
-    id: int
-    username: str
-    display_name: str
-    role: str
-    disabled: bool
-    password_hash: str
-
-    @property
-    def is_maintainer(self) -> bool:
-        return self.role == "maintainer"
-
-
-@dataclass(frozen=True)
-class StoredConversation:
-    conversation: Conversation
-    version: int
-    handoff_id: int | None
-    fallback_streak: int
-    updated_at: float
-
-
-@dataclass(frozen=True)
-class Message:
-    id: int
-    conversation_id: str
-    handoff_id: int | None
-    sender: str
-    agent_id: int | None
-    client_message_id: str | None
-    text: str
-    intent_ranking: list[dict[str, Any]] | None
-    response_name: str | None
-    created_at: float
-
-
-@dataclass(frozen=True)
-class QueuedConversation:
-    conversation_id: str
-    reason: str | None
-    queued_at: float
-    last_message: Message | None
-    """The last thing the user said, with its intent ranking."""
-
-
-@dataclass(frozen=True)
-class Event:
-    id: int
-    audience: str
-    conversation_id: str | None
-    agent_id: int | None
-    type: str
-    payload: dict[str, Any]
-    created_at: float
-
-
-@dataclass(frozen=True)
-class NewEvent:
-    """An event to append in the same transaction as the change it reports."""
-
-    audience: str  # "user" or "agents"
-    type: str
-    payload: dict[str, Any]
-    conversation_id: str | None = None
-    agent_id: int | None = None
-
-
-def _agent(row: Any) -> Agent:
-    return Agent(
-        id=row.id,
-        username=row.username,
-        display_name=row.display_name,
-        role=row.role,
-        disabled=bool(row.disabled),
-        password_hash=row.password_hash,
-    )
-
-
-def _message(row: Any) -> Message:
-    return Message(**{column.name: row._mapping[column.name] for column in schema.messages.c})
-
-
-def _event(row: Any) -> Event:
-    return Event(**{column.name: row._mapping[column.name] for column in schema.events.c})
 
 
 # Statements on the relay path, built once: building and cache-keying a statement with its
@@ -160,8 +76,9 @@ _MARK_FIRST_AGENT_REPLY = (
 )
 
 
-class Store:
-    """The repository. Open with :meth:`open`, close with :meth:`close`."""
+class Store(Accounts):
+    """The repository. Open with :meth:`open`, close with :meth:`close`. Agent and session
+    methods come from :class:`~handoff.storage.accounts.Accounts`."""
 
     def __init__(self, engine: AsyncEngine) -> None:
         self.engine = engine
@@ -187,125 +104,6 @@ class Store:
         then read events from the database in id order instead of taking them from the hub."""
         return bool(self.engine.dialect.name == "postgresql")
 
-    # Agents and sessions -----------------------------------------------------------------
-
-    async def add_agent(
-        self, username: str, display_name: str, password_hash: str, role: str
-    ) -> Agent:
-        async with self.engine.begin() as db:
-            result = await db.execute(
-                schema.agents.insert().values(
-                    username=username,
-                    display_name=display_name,
-                    password_hash=password_hash,
-                    role=role,
-                    disabled=False,
-                    created_at=time.time(),
-                )
-            )
-            agent_id = result.inserted_primary_key[0]
-            row = (
-                await db.execute(schema.agents.select().where(schema.agents.c.id == agent_id))
-            ).one()
-        return _agent(row)
-
-    async def agent_by_username(self, username: str) -> Agent | None:
-        async with self.engine.connect() as db:
-            row = (
-                await db.execute(schema.agents.select().where(schema.agents.c.username == username))
-            ).first()
-        return _agent(row) if row else None
-
-    async def agent_by_id(self, agent_id: int) -> Agent | None:
-        async with self.engine.connect() as db:
-            row = (
-                await db.execute(schema.agents.select().where(schema.agents.c.id == agent_id))
-            ).first()
-        return _agent(row) if row else None
-
-    async def list_agents(self) -> list[Agent]:
-        async with self.engine.connect() as db:
-            rows = await db.execute(schema.agents.select().order_by(schema.agents.c.username))
-        return [_agent(row) for row in rows]
-
-    async def update_agent(self, agent_id: int, **values: Any) -> None:
-        """Change ``display_name``, ``password_hash``, ``role`` or ``disabled``. Disabling the
-        account or changing its role ends its sessions (a session keeps the rights it was
-        signed in with)."""
-        allowed = {"display_name", "password_hash", "role", "disabled"}
-        if not set(values) <= allowed:
-            raise ValueError(f"cannot update {sorted(set(values) - allowed)}")
-        async with self.engine.begin() as db:
-            role = (
-                await db.execute(
-                    sa.select(schema.agents.c.role).where(schema.agents.c.id == agent_id)
-                )
-            ).scalar()
-            await db.execute(
-                schema.agents.update().where(schema.agents.c.id == agent_id).values(**values)
-            )
-            if values.get("disabled") or values.get("role", role) != role:
-                await db.execute(
-                    schema.agent_sessions.delete().where(
-                        schema.agent_sessions.c.agent_id == agent_id
-                    )
-                )
-
-    async def add_session(self, token_hash: str, agent_id: int, expires_at: float) -> None:
-        async with self.engine.begin() as db:
-            await db.execute(
-                schema.agent_sessions.insert().values(
-                    token_hash=token_hash,
-                    agent_id=agent_id,
-                    created_at=time.time(),
-                    expires_at=expires_at,
-                )
-            )
-
-    async def session_agent(self, token_hash: str, now: float) -> Agent | None:
-        """The enabled agent of an unexpired session, else None."""
-        query = (
-            sa.select(schema.agents)
-            .join(schema.agent_sessions, schema.agent_sessions.c.agent_id == schema.agents.c.id)
-            .where(
-                schema.agent_sessions.c.token_hash == token_hash,
-                schema.agent_sessions.c.expires_at > now,
-                schema.agents.c.disabled.is_(False),
-            )
-        )
-        async with self.engine.connect() as db:
-            row = (await db.execute(query)).first()
-        return _agent(row) if row else None
-
-    async def account_states(
-        self, token_hashes: Sequence[str], now: float
-    ) -> tuple[dict[int, Agent], set[str]]:
-        """Every account as stored now (by id), and which of ``token_hashes`` are sessions
-        still open (unexpired): one query, for the sweep of open agent sockets."""
-        sessions = schema.agent_sessions
-        query = sa.select(schema.agents, sessions.c.token_hash).select_from(
-            schema.agents.outerjoin(
-                sessions,
-                sa.and_(
-                    sessions.c.agent_id == schema.agents.c.id,
-                    sessions.c.token_hash.in_(list(token_hashes)),
-                    sessions.c.expires_at > now,
-                ),
-            )
-        )
-        async with self.engine.connect() as db:
-            rows = (await db.execute(query)).all()
-        agents = {row.id: _agent(row) for row in rows}
-        return agents, {row.token_hash for row in rows if row.token_hash is not None}
-
-    async def delete_session(self, token_hash: str) -> None:
-        async with self.engine.begin() as db:
-            await db.execute(
-                schema.agent_sessions.delete().where(
-                    schema.agent_sessions.c.token_hash == token_hash
-                )
-            )
-
     # Conversations ------------------------------------------------------------------------
 
     async def conversation(self, conversation_id: str) -> StoredConversation:
@@ -327,7 +125,7 @@ class Store:
         )
         async with self.engine.connect() as db:
             rows = await db.execute(query)
-        return [_stored(row) for row in rows]
+        return [stored_from_row(row) for row in rows]
 
     async def save_conversation(
         self,
@@ -502,14 +300,14 @@ class Store:
         )
         async with self.engine.connect() as db:
             rows = await db.execute(query)
-        return [_message(row) for row in rows]
+        return [message_from_row(row) for row in rows]
 
     async def message(self, message_id: int) -> Message | None:
         async with self.engine.connect() as db:
             row = (
                 await db.execute(schema.messages.select().where(schema.messages.c.id == message_id))
             ).first()
-        return _message(row) if row else None
+        return message_from_row(row) if row else None
 
     async def labels(self, message_ids: Sequence[int]) -> dict[int, str]:
         """The latest label of each message that has one."""
@@ -553,7 +351,7 @@ class Store:
                 conversation_id=row.id,
                 reason=row.handoff_reason,
                 queued_at=row.queued_at if row.queued_at is not None else row.updated_at,
-                last_message=_message(last[row.id]) if row.id in last else None,
+                last_message=message_from_row(last[row.id]) if row.id in last else None,
             )
             for row in queued
         ]
@@ -575,7 +373,7 @@ class Store:
         )
         async with self.engine.connect() as db:
             rows = await db.execute(query)
-        return [_event(row) for row in rows]
+        return [event_from_row(row) for row in rows]
 
     async def agent_events_after(self, agent_id: int, after_id: int) -> list[Event]:
         query = (
@@ -589,7 +387,7 @@ class Store:
         )
         async with self.engine.connect() as db:
             rows = await db.execute(query)
-        return [_event(row) for row in rows]
+        return [event_from_row(row) for row in rows]
 
     async def last_event_id(self) -> int:
         async with self.engine.connect() as db:
@@ -619,7 +417,7 @@ async def _load_conversation(db: AsyncConnection, conversation_id: str) -> Store
     row = (await db.execute(_SELECT_CONVERSATION, {"b_conversation_id": conversation_id})).first()
     if row is None:
         return StoredConversation(Conversation(conversation_id), 0, None, 0, 0.0)
-    return _stored(row)
+    return stored_from_row(row)
 
 
 async def _message_by_client_id(
@@ -631,22 +429,7 @@ async def _message_by_client_id(
         "b_client_message_id": client_message_id,
     }
     row = (await db.execute(_SELECT_MESSAGE_BY_CLIENT_ID, parameters)).first()
-    return _message(row) if row else None
-
-
-def _stored(row: Any) -> StoredConversation:
-    return StoredConversation(
-        conversation=Conversation(
-            id=row.id,
-            state=State(row.state),
-            agent_id=row.agent_id,
-            handoff_reason=row.handoff_reason,
-        ),
-        version=row.version,
-        handoff_id=row.handoff_id,
-        fallback_streak=row.fallback_streak,
-        updated_at=row.updated_at,
-    )
+    return message_from_row(row) if row else None
 
 
 EVENT_ORDER_LOCK = 0x68616E64  # "hand"

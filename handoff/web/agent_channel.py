@@ -16,56 +16,36 @@ from sanic import Blueprint, Request, response
 from sanic.response import HTTPResponse
 from sanic.server.websockets.impl import WebsocketImplProtocol
 
-from handoff.assistant.rasa_assistant import AssistantHolder
 from handoff.conversations.account_changes import apply_account_change
-from handoff.conversations.service import ActionError, ConversationService
-from handoff.core.errors import HandoffError
+from handoff.conversations.service import ActionError
 from handoff.core.protocol import (
-    MAX_REST_BODY_BYTES,
     AgentFrame,
-    ProtocolError,
-    decode_json_object,
     error_frame,
     parse_agent_frame,
     parse_cursor,
 )
-from handoff.realtime.agent_connections import AgentConnections
+from handoff.core.safe_json import ProtocolError
 from handoff.realtime.hub import ephemeral_event
 from handoff.realtime.presence import Presence
-from handoff.settings import Settings
-from handoff.storage.store import Agent, Event, Store
+from handoff.storage.records import Agent, Event
 from handoff.web import auth
-from handoff.web.http_errors import error_response
+from handoff.web.context import request_context
+from handoff.web.http_errors import error_response, json_error
 from handoff.web.live import LiveConnection, RateLimiter, resume_from, serve_frames
+from handoff.web.requests import SESSION_COOKIE, json_body, session_token, signed_in_agent
 from handoff.web.sign_in_throttle import SignInLimits, SignInThrottle
+
+__all__ = ["blueprint", "guard_agent_routes"]
 
 logger = logging.getLogger(__name__)
 
-SESSION_COOKIE = "handoff_session"
 MAX_LOGIN_BODY_BYTES = 4096
 
 blueprint = Blueprint("agent_channel")
 
 
-def _error(code: str, message: str) -> HTTPResponse:
-    """An error answer for ``code``; its status follows the code (see ``STATUS_BY_CODE``)."""
-    return error_response(HandoffError(message, code=code))
-
-
-def _token(request: Request) -> str | None:
-    header = request.headers.get("authorization", "")
-    if header.lower().startswith("bearer "):
-        return header[7:].strip() or None
-    return request.cookies.get(SESSION_COOKIE)
-
-
 def _origin_allowed(request: Request) -> bool:
-    settings: Settings = request.app.ctx.settings
-    return request.headers.get("origin") in settings.origins()
-
-
-async def _signed_in(request: Request) -> Agent | None:
-    return await auth.session_agent(request.app.ctx.store, _token(request))
+    return request.headers.get("origin") in request_context(request).settings.origins()
 
 
 def _agent_view(agent: Agent) -> dict[str, Any]:
@@ -78,11 +58,6 @@ def _agent_view(agent: Agent) -> dict[str, Any]:
     }
 
 
-def _json_body(request: Request) -> dict[str, Any]:
-    """The body's JSON object, through the safe decoder (never sanic's ``request.json``)."""
-    return decode_json_object(request.body, MAX_REST_BODY_BYTES)
-
-
 @blueprint.on_request
 async def guard_agent_routes(request: Request) -> HTTPResponse | None:
     """Origin check for the agent socket and every state-changing agent API call."""
@@ -90,11 +65,11 @@ async def guard_agent_routes(request: Request) -> HTTPResponse | None:
     changes_state = request.method not in ("GET", "HEAD")
     needs_origin = path == "/ws/agent" or (path.startswith("/api/") and changes_state)
     if needs_origin and not _origin_allowed(request):
-        return _error("origin_not_allowed", "this Origin may not use the agent console")
+        return json_error("origin_not_allowed", "this Origin may not use the agent console")
     if path == "/ws/agent":
-        agent = await _signed_in(request)
+        agent = await signed_in_agent(request)
         if agent is None:
-            return _error("unauthenticated", "sign in first (POST /api/login)")
+            return json_error("unauthenticated", "sign in first (POST /api/login)")
         request.ctx.agent = agent
     return None
 
@@ -102,14 +77,15 @@ async def guard_agent_routes(request: Request) -> HTTPResponse | None:
 @blueprint.post("/api/login")
 async def login(request: Request) -> HTTPResponse:
     try:
-        body = _json_body(request)
+        body = json_body(request)
     except ProtocolError as error:
         return error_response(error)
     username, password = body.get("username"), body.get("password")
     if not isinstance(username, str) or not isinstance(password, str):
-        return _error("invalid_field", "username and password must be strings")
-    store: Store = request.app.ctx.store
-    limits = SignInLimits.from_settings(request.app.ctx.settings)
+        return json_error("invalid_field", "username and password must be strings")
+    ctx = request_context(request)
+    store = ctx.store
+    limits = SignInLimits.from_settings(ctx.settings)
     address = request.remote_addr or request.ip  # remote_addr: set by a configured proxy
     try:
         token, agent = await auth.sign_in(
@@ -129,9 +105,9 @@ async def login(request: Request) -> HTTPResponse:
 
 @blueprint.post("/api/logout")
 async def logout(request: Request) -> HTTPResponse:
-    token = _token(request)
+    token = session_token(request)
     if token:
-        await auth.sign_out(request.app.ctx.store, token)
+        await auth.sign_out(request_context(request).store, token)
     reply = response.json({"ok": True})
     del reply.cookies[SESSION_COOKIE]
     return reply
@@ -139,18 +115,18 @@ async def logout(request: Request) -> HTTPResponse:
 
 @blueprint.route("/api/me", methods=["GET", "HEAD"])
 async def me(request: Request) -> HTTPResponse:
-    agent = await _signed_in(request)
+    agent = await signed_in_agent(request)
     if agent is None:
-        return _error("unauthenticated", "sign in first")
+        return json_error("unauthenticated", "sign in first")
     return response.json({"agent": _agent_view(agent)})
 
 
 async def _maintainer(request: Request) -> Agent | HTTPResponse:
-    agent = await _signed_in(request)
+    agent = await signed_in_agent(request)
     if agent is None:
-        return _error("unauthenticated", "sign in first")
+        return json_error("unauthenticated", "sign in first")
     if not agent.is_maintainer:
-        return _error("forbidden", "only maintainers manage agent accounts")
+        return json_error("forbidden", "only maintainers manage agent accounts")
     return agent
 
 
@@ -159,8 +135,8 @@ async def list_agents(request: Request) -> HTTPResponse:
     checked = await _maintainer(request)
     if isinstance(checked, HTTPResponse):
         return checked
-    store: Store = request.app.ctx.store
-    presence: Presence = request.app.ctx.presence
+    ctx = request_context(request)
+    store, presence = ctx.store, ctx.presence
     status = {p.agent_id: p.status for p in presence.snapshot()}
     agents = [
         {**_agent_view(a), "presence": status.get(a.id, "offline")}
@@ -175,9 +151,9 @@ async def add_agent(request: Request) -> HTTPResponse:
     if isinstance(checked, HTTPResponse):
         return checked
     try:
-        body = _json_body(request)
+        body = json_body(request)
         agent = await auth.create_agent(
-            request.app.ctx.store,
+            request_context(request).store,
             str(body.get("username", "")),
             str(body.get("display_name", "")),
             str(body.get("password", "")),
@@ -193,39 +169,42 @@ async def change_agent(request: Request, username: str) -> HTTPResponse:
     checked = await _maintainer(request)
     if isinstance(checked, HTTPResponse):
         return checked
-    store: Store = request.app.ctx.store
+    ctx = request_context(request)
+    store = ctx.store
     target = await store.agent_by_username(username)
     if target is None:
-        return _error("unknown_agent", f"no agent {username!r}")
+        return json_error("unknown_agent", f"no agent {username!r}")
     try:
-        body = _json_body(request)
+        body = json_body(request)
     except ProtocolError as error:
         return error_response(error)
     values: dict[str, Any] = {}
     if "disabled" in body:
         if not isinstance(body["disabled"], bool):
-            return _error("invalid_field", "disabled must be true or false")
+            return json_error("invalid_field", "disabled must be true or false")
         values["disabled"] = body["disabled"]
     if "role" in body:
         if body["role"] not in auth.ROLES:
-            return _error("invalid_field", f"role must be one of {', '.join(auth.ROLES)}")
+            return json_error("invalid_field", f"role must be one of {', '.join(auth.ROLES)}")
         values["role"] = body["role"]
     if "password" in body:
         password = body["password"]
         if not isinstance(password, str) or len(password) < auth.MIN_PASSWORD_CHARS:
-            return _error("invalid_field", f"password needs {auth.MIN_PASSWORD_CHARS}+ characters")
+            return json_error(
+                "invalid_field", f"password needs {auth.MIN_PASSWORD_CHARS}+ characters"
+            )
         values["password_hash"] = await auth.hash_password(password)
     if not values:
-        return _error("invalid_field", "nothing to change: give disabled, role or password")
+        return json_error("invalid_field", "nothing to change: give disabled, role or password")
     await store.update_agent(target.id, **values)
     changed = await store.agent_by_id(target.id)
     assert changed is not None
     await apply_account_change(
         target,
         changed,
-        request.app.ctx.agent_connections,
-        request.app.ctx.hub,
-        request.app.ctx.service,
+        ctx.agent_connections,
+        ctx.hub,
+        ctx.service,
     )
     return response.json({"agent": _agent_view(changed)})
 
@@ -244,11 +223,9 @@ def _presence_frame(presence: Presence) -> dict[str, Any]:
 async def agent_socket(request: Request, ws: WebsocketImplProtocol) -> None:
     """An agent's console connection (see docs/protocol.md, "Agent websocket")."""
     agent: Agent = request.ctx.agent
-    settings: Settings = request.app.ctx.settings
-    store: Store = request.app.ctx.store
-    service: ConversationService = request.app.ctx.service
-    presence: Presence = request.app.ctx.presence
-    holder: AssistantHolder = request.app.ctx.assistant
+    ctx = request_context(request)
+    settings, store, service, presence = ctx.settings, ctx.store, ctx.service, ctx.presence
+    holder = ctx.assistant
     try:
         cursor = parse_cursor(request.args.get("last_event_id"))
     except ProtocolError as error:
@@ -262,13 +239,13 @@ async def agent_socket(request: Request, ws: WebsocketImplProtocol) -> None:
 
     live = LiveConnection(
         ws,
-        request.app.ctx.hub,
+        ctx.hub,
         [f"agent:{agent.id}", "agents"],
         fetch if store.concurrent_writers else None,
     )
     latest = await resume_from(live, store, cursor, fetch)
-    connections: AgentConnections = request.app.ctx.agent_connections
-    connection = connections.add(agent, auth.token_hash(_token(request) or ""), ws)
+    connections = ctx.agent_connections
+    connection = connections.add(agent, auth.token_hash(session_token(request) or ""), ws)
     presence.connected(agent.id, agent.display_name)
     try:
         await live.send_now(
@@ -301,15 +278,14 @@ async def agent_socket(request: Request, ws: WebsocketImplProtocol) -> None:
 
 
 def _broadcast_presence(request: Request) -> None:
-    frame = _presence_frame(request.app.ctx.presence)
-    request.app.ctx.hub.publish(
-        [ephemeral_event("agents", "presence", None, None, agents=frame["agents"])]
-    )
+    ctx = request_context(request)
+    frame = _presence_frame(ctx.presence)
+    ctx.hub.publish([ephemeral_event("agents", "presence", None, None, agents=frame["agents"])])
 
 
 async def _handle(frame: AgentFrame, agent: Agent, request: Request) -> dict[str, Any] | None:
-    service: ConversationService = request.app.ctx.service
-    store: Store = request.app.ctx.store
+    ctx = request_context(request)
+    service, store = ctx.service, ctx.store
     ack = {"type": "ack", "id": frame.client_id}
     if frame.kind == "claim":
         await service.claim(agent, frame.conversation_id)
@@ -343,7 +319,7 @@ async def _handle(frame: AgentFrame, agent: Agent, request: Request) -> dict[str
         await service.close(agent, frame.conversation_id)
         return ack
     if frame.kind == "presence":
-        request.app.ctx.presence.set_status(agent.id, frame.status)
+        ctx.presence.set_status(agent.id, frame.status)
         _broadcast_presence(request)
         return None
     raise ActionError("unknown_type", f"unhandled frame {frame.kind}")

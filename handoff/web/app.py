@@ -10,7 +10,7 @@ from pathlib import Path
 
 from sanic import Sanic
 
-from handoff.assistant.rasa_assistant import Assistant, AssistantHolder, redis_lock_store
+from handoff.assistant.rasa_assistant import Assistant, redis_lock_store
 from handoff.assistant.rasa_http_api import set_rasa_api_agent
 from handoff.assistant.tracker_store import tracker_database_url
 from handoff.conversations.account_changes import AccountSweep
@@ -18,12 +18,10 @@ from handoff.conversations.service import ConversationService
 from handoff.core.protocol import MAX_REST_BODY_BYTES, WEBSOCKET_MAX_SIZE
 from handoff.core.triggers import HandoffPolicy, top_intent
 from handoff.learning.loop import live_model_file
-from handoff.learning.metrics import MetricsReader
+from handoff.learning.metrics_reader import MetricsReader
 from handoff.operator_output import route_sanic_logs_to_root
-from handoff.realtime.agent_connections import AgentConnections
-from handoff.realtime.hub import Hub, ephemeral_event
+from handoff.realtime.hub import ephemeral_event
 from handoff.realtime.locks import ConversationLocks, RedisConversationLocks
-from handoff.realtime.presence import Presence
 from handoff.realtime.redis_hub import RedisHub, RedisPresence
 from handoff.realtime.redis_hub import connect as connect_redis
 from handoff.settings import Settings
@@ -31,9 +29,12 @@ from handoff.storage.learning_store import LearningStore
 from handoff.storage.migrate import upgrade
 from handoff.storage.store import Store
 from handoff.web import agent_channel, learning_api, pages, rest_channel, user_channel
+from handoff.web.context import AppContext, app_context, install_context
 from handoff.web.http_errors import JsonApiErrorHandler
 from handoff.web.security_headers import add_security_headers
 from handoff.web.sign_in_throttle import forget_stale_counters
+
+__all__ = ["create_app", "freeze_heap", "handoff_policy"]
 
 logger = logging.getLogger(__name__)
 
@@ -62,11 +63,7 @@ def create_app(settings: Settings) -> Sanic:
     app.config.WEBSOCKET_MAX_SIZE = WEBSOCKET_MAX_SIZE
     app.config.WEBSOCKET_PING_INTERVAL = 20
     app.config.WEBSOCKET_PING_TIMEOUT = settings.websocket_ping_timeout
-    app.ctx.settings = settings
-    app.ctx.assistant = AssistantHolder()
-    app.ctx.hub = Hub()
-    app.ctx.presence = Presence()
-    app.ctx.agent_connections = AgentConnections()
+    install_context(app, AppContext(settings))
     add_security_headers(app)
 
     app.blueprint(pages.blueprint)
@@ -83,54 +80,56 @@ def create_app(settings: Settings) -> Sanic:
 
     @app.before_server_start
     async def open_storage(app: Sanic, _loop: asyncio.AbstractEventLoop) -> None:
+        ctx = app_context(app)
         await asyncio.to_thread(upgrade, settings.database_url)
-        app.ctx.store = await Store.open(settings.database_url)
-        app.ctx.learning = LearningStore(app.ctx.store.engine)
-        app.ctx.metrics = MetricsReader.open(settings.database_url)  # connects on first use
+        ctx.store = await Store.open(settings.database_url)
+        ctx.learning = LearningStore(ctx.store.engine)
+        ctx.metrics = MetricsReader.open(settings.database_url)  # connects on first use
         locks = ConversationLocks()
         if settings.redis_url:
             redis = connect_redis(settings.redis_url)
-            app.ctx.redis = redis
-            app.ctx.hub = RedisHub(redis, settings.redis_namespace)
-            app.ctx.presence = RedisPresence(redis, settings.redis_namespace)
+            ctx.redis = redis
+            hub = ctx.hub = RedisHub(redis, settings.redis_namespace)
+            presence = ctx.presence = RedisPresence(redis, settings.redis_namespace)
             locks = RedisConversationLocks(redis, settings.redis_namespace)
-            await app.ctx.hub.start()
-            await app.ctx.presence.start()
-        app.ctx.service = ConversationService(
-            app.ctx.store,
-            app.ctx.hub,
-            app.ctx.assistant,
+            await hub.start()
+            await presence.start()
+        ctx.service = ConversationService(
+            ctx.store,
+            ctx.hub,
+            ctx.assistant,
             handoff_policy(settings),
-            app.ctx.presence,
-            app.ctx.learning,
+            ctx.presence,
+            ctx.learning,
             settings.verification_band,
             locks,
         )
 
     @app.after_server_start
     async def start_background_work(app: Sanic, _loop: asyncio.AbstractEventLoop) -> None:
-        app.ctx.background = [
+        ctx = app_context(app)
+        ctx.background = [
             asyncio.create_task(_load_and_watch(app, settings)),
-            asyncio.create_task(_trim_events(app.ctx.store, settings.event_retention_hours)),
-            asyncio.create_task(forget_stale_counters(app.ctx.store.engine, settings)),
-            asyncio.create_task(app.ctx.agent_connections.follow(app.ctx.hub)),
-            asyncio.create_task(
-                AccountSweep(app.ctx.agent_connections, app.ctx.store, app.ctx.service).run()
-            ),
+            asyncio.create_task(_trim_events(ctx.store, settings.event_retention_hours)),
+            asyncio.create_task(forget_stale_counters(ctx.store.engine, settings)),
+            asyncio.create_task(ctx.agent_connections.follow(ctx.hub)),
+            asyncio.create_task(AccountSweep(ctx.agent_connections, ctx.store, ctx.service).run()),
         ]
 
     @app.before_server_stop
     async def close_storage(app: Sanic, _loop: asyncio.AbstractEventLoop) -> None:
-        await app.ctx.service.drain(timeout=SHUTDOWN_DRAIN_SECONDS)
-        for task in app.ctx.background:
+        ctx = app_context(app)
+        await ctx.service.drain(timeout=SHUTDOWN_DRAIN_SECONDS)
+        for task in ctx.background:
             task.cancel()
-        await asyncio.gather(*app.ctx.background, return_exceptions=True)
+        await asyncio.gather(*ctx.background, return_exceptions=True)
         if settings.redis_url:
-            await app.ctx.presence.close()
-            await app.ctx.hub.close()
-            await app.ctx.redis.close()
-        await app.ctx.metrics.close()
-        await app.ctx.store.close()
+            assert isinstance(ctx.presence, RedisPresence) and isinstance(ctx.hub, RedisHub)
+            await ctx.presence.close()
+            await ctx.hub.close()
+            await ctx.redis.close()
+        await ctx.metrics.close()
+        await ctx.store.close()
 
     return app
 
@@ -148,8 +147,8 @@ async def _trim_events(store: Store, retention_hours: float) -> None:
 
 async def _load_and_watch(app: Sanic, settings: Settings) -> None:
     """Load the promoted model (or the newest one), then swap to each newly promoted model."""
-    holder: AssistantHolder[Assistant] = app.ctx.assistant
-    learning: LearningStore = app.ctx.learning
+    holder = app_context(app).assistant
+    learning = app_context(app).learning
     try:
         model = await live_model_file(settings, learning) or settings.model_path
         lock_store = (
@@ -183,15 +182,15 @@ async def _load_and_watch(app: Sanic, settings: Settings) -> None:
     if settings.model_poll_seconds <= 0 or not settings.model_path.is_dir():
         return
     failed: str | None = None
+    current = assistant  # what the holder serves, with its Rasa parts (for the next swap)
     while True:
         await asyncio.sleep(settings.model_poll_seconds)
         promoted = None
         try:
             promoted = await live_model_file(settings, learning)
-            current = holder.current
-            if promoted is None or current is None or promoted.name in (current.info.name, failed):
+            if promoted is None or promoted.name in (current.info.name, failed):
                 continue
-            await _swap(app, settings, current, promoted)
+            current = await _swap(app, settings, current, promoted)
             failed = None
         except asyncio.CancelledError:
             raise
@@ -216,9 +215,10 @@ def freeze_heap() -> None:
     )
 
 
-async def _swap(app: Sanic, settings: Settings, current: Assistant, model_file: Path) -> None:
-    """Load ``model_file`` next to the serving model, then serve it. Messages being answered
-    finish on the old model; the next ones go to the new one. Nothing is refused meanwhile."""
+async def _swap(app: Sanic, settings: Settings, current: Assistant, model_file: Path) -> Assistant:
+    """Load ``model_file`` next to the serving model, then serve it (and return it). Messages
+    being answered finish on the old model; the next ones go to the new one. Nothing is refused
+    meanwhile."""
     logger.info("Model %s was promoted; loading it next to %s", model_file.name, current.info.name)
     new = await Assistant.load(
         model_file,
@@ -227,10 +227,10 @@ async def _swap(app: Sanic, settings: Settings, current: Assistant, model_file: 
         shared_with=current,
     )
     await new.parse("hello")  # the first prediction builds TensorFlow functions: not on a user
-    holder: AssistantHolder = app.ctx.assistant
-    holder.set(new)
+    ctx = app_context(app)
+    ctx.assistant.set(new)
     set_rasa_api_agent(app, new.agent)
-    app.ctx.hub.publish(
+    ctx.hub.publish(
         [
             ephemeral_event(
                 "agents",
@@ -251,10 +251,11 @@ async def _swap(app: Sanic, settings: Settings, current: Assistant, model_file: 
         await current.close()
         freeze_heap()  # the new model's objects; the old model's cycles are collected first
 
-    app.ctx.background += [
+    ctx.background += [
         asyncio.create_task(retire()),
-        asyncio.create_task(_rescore_pending(app.ctx.learning, new)),
+        asyncio.create_task(_rescore_pending(ctx.learning, new)),
     ]
+    return new
 
 
 async def _rescore_pending(learning: LearningStore, assistant: Assistant) -> None:

@@ -32,8 +32,30 @@ from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError
 
 from handoff.core.errors import HandoffError
-from handoff.storage.store import Agent, Store
+from handoff.storage.records import Agent
+from handoff.storage.store import Store
 from handoff.web.sign_in_throttle import SignInThrottle, Throttled, retry_after_header
+
+__all__ = [
+    "MIN_PASSWORD_CHARS",
+    "REFUSAL_REASONS",
+    "REFUSED_SIGN_INS",
+    "ROLES",
+    "SESSION_SECONDS",
+    "AccountError",
+    "AuthError",
+    "PasswordThreads",
+    "ServerBusy",
+    "SignInRefused",
+    "SignInThrottled",
+    "create_agent",
+    "hash_password",
+    "session_agent",
+    "sign_in",
+    "sign_out",
+    "token_hash",
+    "validate_account",
+]
 
 logger = logging.getLogger(__name__)
 _T = TypeVar("_T")

@@ -23,6 +23,8 @@ from sanic.response import HTTPResponse
 from handoff.core.errors import HandoffError
 from handoff.web.sign_in_throttle import retry_after_header
 
+__all__ = ["JsonApiErrorHandler", "error_response", "http_error", "json_error"]
+
 logger = logging.getLogger(__name__)
 
 JSON_API_PREFIXES = ("/api/", "/webhooks/")
@@ -105,6 +107,12 @@ def error_response(error: HandoffError) -> HTTPResponse:
     if retry_after is not None:
         reply.headers["Retry-After"] = retry_after_header(retry_after)
     return reply
+
+
+def json_error(code: str, message: str) -> HTTPResponse:
+    """The error answer for ``code``, as :func:`error_response` gives it: the status follows
+    the code (see :data:`STATUS_BY_CODE`)."""
+    return error_response(HandoffError(message, code=code))
 
 
 def _message(request: Request, exception: Exception, status: int) -> str:

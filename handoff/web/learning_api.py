@@ -12,9 +12,8 @@ from typing import Any
 from sanic import Blueprint, Request, response
 from sanic.response import HTTPResponse
 
-from handoff.assistant.rasa_assistant import AssistantHolder
-from handoff.core.protocol import ProtocolError
-from handoff.learning.metrics import MetricsReader, render_prometheus, render_sign_in_refusals
+from handoff.core.safe_json import ProtocolError
+from handoff.learning.metrics import render_prometheus, render_sign_in_refusals
 from handoff.learning.review import (
     DecisionError,
     apply_decisions,
@@ -23,28 +22,31 @@ from handoff.learning.review import (
     parse_decisions,
     parse_verifications,
 )
-from handoff.settings import Settings
-from handoff.storage.learning_store import LearningStore, NotFoundError
-from handoff.storage.store import Agent
+from handoff.storage.learning_store import NotFoundError
+from handoff.storage.records import Agent
 from handoff.web import auth
-from handoff.web.agent_channel import _error, _json_body, _signed_in, guard_agent_routes
-from handoff.web.http_errors import error_response
+from handoff.web.agent_channel import guard_agent_routes
+from handoff.web.context import request_context
+from handoff.web.http_errors import error_response, json_error
+from handoff.web.requests import json_body, signed_in_agent
+
+__all__ = ["blueprint"]
 
 blueprint = Blueprint("learning_api")
 blueprint.on_request(guard_agent_routes)
 
 
 async def _agent(request: Request, maintainer: bool = False) -> Agent | HTTPResponse:
-    agent = await _signed_in(request)
+    agent = await signed_in_agent(request)
     if agent is None:
-        return _error("unauthenticated", "sign in first (POST /api/login)")
+        return json_error("unauthenticated", "sign in first (POST /api/login)")
     if maintainer and not agent.is_maintainer:
-        return _error("forbidden", "only maintainers review training data")
+        return json_error("forbidden", "only maintainers review training data")
     return agent
 
 
 def _decisions(request: Request) -> Any:
-    body = _json_body(request)
+    body = json_body(request)
     return body.get("decisions")
 
 
@@ -54,7 +56,8 @@ async def review(request: Request) -> HTTPResponse:
     checked = await _agent(request, maintainer=True)
     if isinstance(checked, HTTPResponse):
         return checked
-    current = await current_review(request.app.ctx.settings, request.app.ctx.learning)
+    ctx = request_context(request)
+    current = await current_review(ctx.settings, ctx.learning)
     return response.json(current.to_dict())
 
 
@@ -67,13 +70,12 @@ async def decide(request: Request) -> HTTPResponse:
         return checked
     try:
         decisions = parse_decisions(_decisions(request))
-        applied = await apply_decisions(
-            request.app.ctx.settings, request.app.ctx.learning, decisions, checked.id
-        )
+        ctx = request_context(request)
+        applied = await apply_decisions(ctx.settings, ctx.learning, decisions, checked.id)
     except (ProtocolError, DecisionError) as error:
         return error_response(error)
     except NotFoundError as error:
-        return _error("not_reviewable", error.message)
+        return json_error("not_reviewable", error.message)
     return response.json(
         {"candidates": [{"id": c.id, "status": c.status, "note": c.note} for c in applied]}
     )
@@ -85,7 +87,7 @@ async def verifications(request: Request) -> HTTPResponse:
     checked = await _agent(request)
     if isinstance(checked, HTTPResponse):
         return checked
-    learning: LearningStore = request.app.ctx.learning
+    learning = request_context(request).learning
     items = await learning.verifications()
     return response.json(
         {
@@ -113,16 +115,16 @@ async def verify(request: Request) -> HTTPResponse:
     checked = await _agent(request)
     if isinstance(checked, HTTPResponse):
         return checked
-    holder: AssistantHolder = request.app.ctx.assistant
-    assistant = holder.current
+    ctx = request_context(request)
+    assistant = ctx.assistant.current
     known = assistant.intent_names() if assistant else []
     try:
         decisions = parse_verifications(_decisions(request))
-        created = await apply_verifications(request.app.ctx.learning, decisions, checked.id, known)
+        created = await apply_verifications(ctx.learning, decisions, checked.id, known)
     except (ProtocolError, DecisionError) as error:
         return error_response(error)
     except NotFoundError as error:
-        return _error("not_pending", error.message)
+        return json_error("not_pending", error.message)
     return response.json({"candidates": created})
 
 
@@ -132,8 +134,8 @@ async def models(request: Request) -> HTTPResponse:
     checked = await _agent(request)
     if isinstance(checked, HTTPResponse):
         return checked
-    learning: LearningStore = request.app.ctx.learning
-    holder: AssistantHolder = request.app.ctx.assistant
+    ctx = request_context(request)
+    learning, holder = ctx.learning, ctx.assistant
     serving = holder.current.info.name if holder.current else None
     return response.json(
         {
@@ -159,15 +161,15 @@ async def models(request: Request) -> HTTPResponse:
 async def metrics(request: Request) -> HTTPResponse:
     """Prometheus metrics (all time). Needs ``Authorization: Bearer <HANDOFF_METRICS_TOKEN>``
     when that setting is set. The stored numbers are computed off the event loop and may be
-    up to :data:`~handoff.learning.metrics.METRICS_MAX_AGE_S` old (concurrent scrapes share
+    up to :data:`~handoff.learning.metrics_reader.METRICS_MAX_AGE_S` old (concurrent scrapes share
     one computation); the serving model and the sign-in refusals are this process's now."""
-    settings: Settings = request.app.ctx.settings
+    ctx = request_context(request)
+    settings = ctx.settings
     if settings.metrics_token:
         given = request.headers.get("authorization", "")
         if not hmac.compare_digest(given, f"Bearer {settings.metrics_token}"):
-            return _error("unauthenticated", "send Authorization: Bearer <metrics token>")
-    reader: MetricsReader = request.app.ctx.metrics
-    holder: AssistantHolder = request.app.ctx.assistant
+            return json_error("unauthenticated", "send Authorization: Bearer <metrics token>")
+    reader, holder = ctx.metrics, ctx.assistant
     scrape = await reader.read()
     body = render_prometheus(scrape.values, holder.current.info.name if holder.current else None)
     body += render_sign_in_refusals(auth.REFUSED_SIGN_INS, auth.REFUSAL_REASONS)

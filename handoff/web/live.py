@@ -15,9 +15,13 @@ from websockets.exceptions import ConnectionClosed
 
 from handoff.conversations.service import ActionError
 from handoff.core.errors import HandoffError, InternalError
-from handoff.core.protocol import ProtocolError, error_frame, peek_client_id
+from handoff.core.protocol import error_frame
+from handoff.core.safe_json import ProtocolError, peek_client_id
 from handoff.realtime.hub import Hub
-from handoff.storage.store import Event, Store
+from handoff.storage.records import Event
+from handoff.storage.store import Store
+
+__all__ = ["LiveConnection", "RateLimiter", "event_frame", "resume_from", "serve_frames"]
 
 logger = logging.getLogger(__name__)
 

@@ -7,8 +7,10 @@ from pathlib import Path
 from sanic import Blueprint, Request, response
 from sanic.response import HTTPResponse
 
-from handoff.assistant.rasa_assistant import AssistantHolder
 from handoff.settings import PROJECT_ROOT
+from handoff.web.context import request_context
+
+__all__ = ["blueprint"]
 
 STATIC_DIR = Path(__file__).resolve().parent / "static"
 AGENT_CONSOLE_DIR = PROJECT_ROOT / "agent_console"
@@ -39,7 +41,7 @@ async def console_page(request: Request) -> HTTPResponse:
 @blueprint.route("/health", methods=["GET", "HEAD"])
 async def health(request: Request) -> HTTPResponse:
     """200 with the model's name once the assistant answers; 503 while loading or failed."""
-    holder: AssistantHolder = request.app.ctx.assistant
+    holder = request_context(request).assistant
     assistant = holder.current
     if assistant is None:
         status = "failed" if holder.load_error else "loading"

@@ -16,11 +16,12 @@ from typing import Any
 from sanic import Blueprint, Request, response
 from sanic.response import HTTPResponse
 
-from handoff.assistant.rasa_assistant import AssistantHolder, AssistantNotReadyError
-from handoff.conversations.service import ConversationService
-from handoff.core.protocol import ProtocolError, parse_rest_body
-from handoff.settings import Settings
-from handoff.storage.store import Store
+from handoff.assistant.rasa_assistant import AssistantNotReadyError
+from handoff.core.protocol import parse_rest_body
+from handoff.core.safe_json import ProtocolError
+from handoff.web.context import request_context
+
+__all__ = ["blueprint"]
 
 logger = logging.getLogger(__name__)
 
@@ -44,10 +45,8 @@ async def rest_webhook(request: Request) -> HTTPResponse:
     """Answer one message: ``{"sender", "message"}`` in, a list of bot messages out.
 
     An optional ``message_id`` makes a retried request idempotent (answered with ``[]``)."""
-    settings: Settings = request.app.ctx.settings
-    holder: AssistantHolder = request.app.ctx.assistant
-    service: ConversationService = request.app.ctx.service
-    store: Store = request.app.ctx.store
+    ctx = request_context(request)
+    settings, holder, service, store = ctx.settings, ctx.assistant, ctx.service, ctx.store
     try:
         message = parse_rest_body(request.body, max_text_chars=settings.max_message_chars)
     except ProtocolError as error:

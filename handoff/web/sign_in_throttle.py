@@ -34,6 +34,19 @@ from handoff.core.errors import HandoffError
 from handoff.settings import Settings
 from handoff.storage import schema
 
+__all__ = [
+    "MAX_KEY_CHARS",
+    "Attempt",
+    "BackOff",
+    "SignInLimits",
+    "SignInThrottle",
+    "Throttled",
+    "address_key",
+    "forget_stale_counters",
+    "retry_after_header",
+    "username_key",
+]
+
 logger = logging.getLogger(__name__)
 
 _TABLE = schema.sign_in_failures

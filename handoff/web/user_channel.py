@@ -11,11 +11,9 @@ from typing import Any
 from sanic import Blueprint, Request
 from sanic.server.websockets.impl import WebsocketImplProtocol
 
-from handoff.assistant.rasa_assistant import AssistantHolder, AssistantNotReadyError
-from handoff.conversations.service import ConversationService
+from handoff.assistant.rasa_assistant import AssistantNotReadyError
 from handoff.core.errors import HandoffError
 from handoff.core.protocol import (
-    ProtocolError,
     UserFrame,
     error_frame,
     parse_cursor,
@@ -23,10 +21,13 @@ from handoff.core.protocol import (
     ready_frame,
     validate_conversation_id,
 )
-from handoff.core.routing import HandoffReason
-from handoff.settings import Settings
-from handoff.storage.store import Event, Store
+from handoff.core.routing import HandoffReason, State
+from handoff.core.safe_json import ProtocolError
+from handoff.storage.records import Event
+from handoff.web.context import request_context
 from handoff.web.live import LiveConnection, RateLimiter, resume_from, serve_frames
+
+__all__ = ["blueprint"]
 
 logger = logging.getLogger(__name__)
 
@@ -48,10 +49,8 @@ async def _refuse(ws: WebsocketImplProtocol, error: HandoffError, close_code: in
 async def user_socket(request: Request, ws: WebsocketImplProtocol) -> None:
     """One end user's chat. ``?conversation_id=`` resumes a conversation (else a new one);
     ``&last_event_id=`` replays what the client missed since that event."""
-    settings: Settings = request.app.ctx.settings
-    holder: AssistantHolder = request.app.ctx.assistant
-    service: ConversationService = request.app.ctx.service
-    store: Store = request.app.ctx.store
+    ctx = request_context(request)
+    settings, holder, service, store = ctx.settings, ctx.assistant, ctx.service, ctx.store
     try:
         conversation_id = validate_conversation_id(
             request.args.get("conversation_id") or uuid.uuid4().hex
@@ -71,7 +70,7 @@ async def user_socket(request: Request, ws: WebsocketImplProtocol) -> None:
 
     live = LiveConnection(
         ws,
-        request.app.ctx.hub,
+        ctx.hub,
         [f"user:{conversation_id}"],
         fetch if store.concurrent_writers else None,
     )
@@ -84,6 +83,10 @@ async def user_socket(request: Request, ws: WebsocketImplProtocol) -> None:
             "last_event_id": latest,
         }
     )
+    if stored.conversation.state is State.QUEUED:
+        position = await service.queue_position(conversation_id)
+        if position is not None:
+            await live.send_now({"type": "queue_position", **position})
 
     async def handle(frame: UserFrame) -> dict[str, Any] | None:
         if frame.kind == "typing":

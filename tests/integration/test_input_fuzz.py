@@ -25,13 +25,13 @@ from handoff.core.protocol import (
     MAX_REST_BODY_BYTES,
     WEBSOCKET_MAX_SIZE,
     AgentFrame,
-    ProtocolError,
     RestMessage,
     UserFrame,
     parse_agent_frame,
     parse_rest_body,
     parse_user_frame,
 )
+from handoff.core.safe_json import ProtocolError
 from tests.conftest import (
     PASSWORD,
     FrameClient,

@@ -13,7 +13,7 @@ import pytest
 from handoff.realtime.hub import ephemeral_event
 from handoff.realtime.locks import RedisConversationLocks
 from handoff.realtime.redis_hub import RedisHub, RedisPresence, connect
-from handoff.storage.store import Event
+from handoff.storage.records import Event
 from tests.services import REDIS_URL, redis_available
 
 

@@ -6,7 +6,8 @@ import asyncio
 
 from handoff.core.routing import AgentClaimed, HandoffReason, HandoffRequested, transition
 from handoff.storage.migrate import upgrade
-from handoff.storage.store import ConcurrentUpdate, NewEvent, Store
+from handoff.storage.records import ConcurrentUpdate, NewEvent
+from handoff.storage.store import Store
 
 
 async def test_store_on_postgresql(postgres_url: str) -> None:

@@ -26,7 +26,8 @@ from handoff.realtime.presence import Presence
 from handoff.settings import Settings
 from handoff.storage.learning_store import Label, LearningStore
 from handoff.storage.migrate import upgrade
-from handoff.storage.store import Agent, Event, Store
+from handoff.storage.records import Agent, Event
+from handoff.storage.store import Store
 from tests.unit.fake_assistant import BotAnswered, FakeAssistant, UserLogged
 
 BALANCE = "what is my balance"
@@ -193,14 +194,19 @@ async def test_low_confidence_queues_the_user_and_pauses_the_bot(world: World) -
     await world.service.user_message("c1", "m1", GIBBERISH, "web")
 
     events = await world.user_events("c1")
-    assert types(events) == ["ack", "handoff", "handoff", "queue_position"]
+    assert types(events) == ["ack", "handoff", "handoff"]
     assert [(h["status"], h.get("reason")) for h in handoffs(events)] == [
         ("queued", HandoffReason.LOW_CONFIDENCE.value),
         ("no_agents", None),  # nobody is online
     ]
     assert all(h["text"] for h in handoffs(events))  # the user is told in words
-    assert events[-1].payload["position"] == 1 and events[-1].payload["waiting"] == 1
-    assert "bot" not in types(live.drain())
+    delivered = live.drain()
+    assert "bot" not in types(delivered)
+    # The place in the queue is live only (one stored event per queue change, for agents).
+    (position,) = [e for e in delivered if e.type == "queue_position"]
+    assert position.id == 0 and position.payload["position"] == 1
+    assert position.payload["waiting"] == 1
+    assert await world.service.queue_position("c1") == {"position": 1, "waiting": 1}
     stored = await world.store.conversation("c1")
     assert stored.conversation.state is State.QUEUED
     assert stored.conversation.handoff_reason == HandoffReason.LOW_CONFIDENCE.value

@@ -21,7 +21,7 @@ from handoff.assistant.interface import AssistantNotReadyError
 from handoff.conversations.service import ActionError
 from handoff.core import errors
 from handoff.core.errors import HandoffError, InternalError
-from handoff.core.protocol import ProtocolError, error_frame
+from handoff.core.protocol import error_frame
 from handoff.core.routing import (
     AgentClaimed,
     AgentReplied,
@@ -37,6 +37,7 @@ from handoff.core.routing import (
     UserSaid,
     transition,
 )
+from handoff.core.safe_json import ProtocolError
 from handoff.realtime.locks import LockTimeout
 from handoff.storage.learning_store import NotFoundError
 from handoff.web.auth import AuthError, ServerBusy, SignInThrottled

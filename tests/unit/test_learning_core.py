@@ -12,7 +12,7 @@ from handoff.learning.evaluation import compare, render_markdown, score
 from handoff.learning.export import normalize
 from handoff.learning.metrics import compute, render_prometheus, render_report
 from handoff.storage.learning_store import Candidate, Decision, Label, ModelVersion
-from handoff.storage.store import Message
+from handoff.storage.records import Message
 
 
 def message(id_: int, sender: str, text: str, response_name: str | None = None) -> Message:

@@ -12,7 +12,8 @@ from typing import Any
 import pytest
 import sqlalchemy as sa
 
-from handoff.learning.metrics import MetricsReader, Scrape, compute, compute_in_database
+from handoff.learning.metrics import compute, compute_in_database
+from handoff.learning.metrics_reader import MetricsReader, Scrape
 from handoff.storage import schema
 from handoff.storage.learning_store import LearningStore
 from handoff.storage.migrate import upgrade

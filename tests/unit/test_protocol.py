@@ -13,28 +13,30 @@ from hypothesis import strategies as st
 
 from handoff.core.protocol import (
     AGENT_FRAME_FIELDS,
-    CLIENT_ID_PATTERN,
-    MAX_FRAME_BYTES,
-    MAX_JSON_DEPTH,
-    MAX_JSON_INTEGER,
     MAX_MESSAGE_ID,
     MAX_NAME_CHARS,
     MAX_RESPONSE_NAME_CHARS,
     MAX_SENDER_CHARS,
     USER_FRAME_TYPES,
     AgentFrame,
-    ProtocolError,
     RestMessage,
     UserFrame,
-    decode_json_object,
     error_frame,
     parse_agent_frame,
     parse_cursor,
     parse_rest_body,
     parse_user_frame,
+    validate_conversation_id,
+)
+from handoff.core.safe_json import (
+    CLIENT_ID_PATTERN,
+    MAX_FRAME_BYTES,
+    MAX_JSON_DEPTH,
+    MAX_JSON_INTEGER,
+    ProtocolError,
+    decode_json_object,
     peek_client_id,
     readable_client_id,
-    validate_conversation_id,
 )
 from tests.hostile_inputs import (
     agent_frames,
