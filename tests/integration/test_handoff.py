@@ -208,8 +208,10 @@ async def test_reconnecting_user_receives_exactly_what_it_missed(
     team: RunningServer, dana: AgentClient
 ) -> None:
     user = await handed_off_user(team)
-    await claim(dana, user)
-    cursor = max(f["event_id"] for f in await user.drain(0.5) + [user.ready] if "event_id" in f)
+    await dana.act("claim", conversation_id=user.conversation_id)
+    joined = await user.expect("handoff", status="agent_joined")
+    seen = [joined, *await user.drain(0.5)]  # queue positions are live only: no event_id
+    cursor = max(f["event_id"] for f in seen if "event_id" in f)
     cursor = max(cursor, user.ready["last_event_id"])
     await user.close()
 
