@@ -209,8 +209,10 @@ function waited(since) {
   return seconds < 60 ? `${seconds} s` : `${Math.floor(seconds / 60)} min ${seconds % 60} s`;
 }
 
-function intentChips(ranking, limit) {
+function intentChips(ranking, limit, saysNone) {
   const row = el("div", "intents");
+  // [] is "no guesses" (the assistant skipped NLU of a superseded message); null: still to come.
+  if (saysNone && Array.isArray(ranking) && ranking.length === 0) row.appendChild(el("span", "intent", "no guesses"));
   for (const item of (ranking || []).slice(0, limit)) {
     row.appendChild(el("span", "intent", `${item.name} ${Math.round(item.confidence * 100)}%`));
   }
@@ -385,7 +387,7 @@ function renderChat() {
     item.appendChild(el("div", "who", who));
     item.appendChild(el("div", "text", message.text));
     if (message.sender === "user") {
-      item.appendChild(intentChips(message.intents, 5));
+      item.appendChild(intentChips(message.intents, 5, true));
       item.appendChild(labelControls(message));
     }
     list.appendChild(item);

@@ -22,6 +22,7 @@ from typing import Any
 from handoff.assistant.interface import AssistantHolder
 from handoff.assistant.tracker_changes import BotResumed, TrackerChange
 from handoff.conversations.effects import Circumstances, Plan, agent_event, plan, user_event
+from handoff.conversations.intent_guesses import IntentGuesses, unguessed_parse_data
 from handoff.conversations.teaching import Teaching
 from handoff.conversations.tracker_order import TrackerOrder
 from handoff.conversations.views import message_view, queue_view, transcript_view
@@ -109,6 +110,7 @@ class ConversationService:
         """Other processes serve the same conversations: their tracker work is not in our
         queue."""
         self.tracker_order = TrackerOrder()
+        self.intent_guesses = IntentGuesses()
 
     def _append_to_tracker(
         self, conversation_id: str, changes: list[TrackerChange]
@@ -174,6 +176,7 @@ class ConversationService:
             if todo.record_while_paused:
                 # NLU after the relay (the agent already has the text), in tracker order.
                 agent_id = stored.conversation.agent_id
+                self.intent_guesses.relayed(conversation_id, message.id, time.monotonic())
                 self.tracker_order.then(
                     conversation_id,
                     lambda: self._log_paused_message(
@@ -267,10 +270,18 @@ class ConversationService:
         channel: str,
     ) -> None:
         assistant = await self.assistant.get()
-        parse_data = await assistant.log_without_answer(
-            conversation_id, message.text, input_channel=channel, message_id=client_id
-        )
-        ranking = _ranking(parse_data)
+        skip_nlu = self.intent_guesses.superseded(conversation_id, message.id)
+        try:
+            parse_data = await assistant.log_without_answer(
+                conversation_id,
+                message.text,
+                input_channel=channel,
+                message_id=client_id,
+                parse_data=unguessed_parse_data(message.text) if skip_nlu else None,
+            )
+        finally:
+            self.intent_guesses.done(conversation_id, message.id)
+        ranking = [] if skip_nlu else _ranking(parse_data)  # []: "no guesses"
         intents_events = (
             [
                 agent_event(

@@ -7,6 +7,7 @@ Same sign-in and Origin rules as the rest of the agent API (see :mod:`handoff.we
 from __future__ import annotations
 
 import hmac
+import time
 from typing import Any
 
 from sanic import Blueprint, Request, response
@@ -162,7 +163,8 @@ async def metrics(request: Request) -> HTTPResponse:
     """Prometheus metrics (all time). Needs ``Authorization: Bearer <HANDOFF_METRICS_TOKEN>``
     when that setting is set. The stored numbers are computed off the event loop and may be
     up to :data:`~handoff.learning.metrics_reader.METRICS_MAX_AGE_S` old (concurrent scrapes share
-    one computation); the serving model and the sign-in refusals are this process's now."""
+    one computation); the serving model, the sign-in refusals and the intent-guess lag are this
+    process's now."""
     ctx = request_context(request)
     settings = ctx.settings
     if settings.metrics_token:
@@ -177,5 +179,16 @@ async def metrics(request: Request) -> HTTPResponse:
         "# HELP handoff_metrics_scrape_seconds Time to compute these metrics.\n"
         "# TYPE handoff_metrics_scrape_seconds gauge\n"
         f"handoff_metrics_scrape_seconds {scrape.seconds:.4f}\n"
+    )
+    guesses = ctx.service.intent_guesses
+    body += (
+        "# HELP handoff_intent_guess_lag_seconds How long the oldest message relayed to an agent"
+        " has waited for its intent guesses (this process).\n"
+        "# TYPE handoff_intent_guess_lag_seconds gauge\n"
+        f"handoff_intent_guess_lag_seconds {guesses.lag_seconds(time.monotonic()):.3f}\n"
+        "# HELP handoff_intent_guesses_skipped_total Relayed messages shown without guesses"
+        " because a newer message of their conversation was waiting (this process).\n"
+        "# TYPE handoff_intent_guesses_skipped_total counter\n"
+        f"handoff_intent_guesses_skipped_total {guesses.skipped}\n"
     )
     return response.text(body, content_type="text/plain; version=0.0.4; charset=utf-8")

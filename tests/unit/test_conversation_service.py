@@ -8,7 +8,9 @@ records): never on the service's internals.
 
 from __future__ import annotations
 
+import asyncio
 import shutil
+import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -347,6 +349,38 @@ async def test_a_message_to_an_assigned_agent_comes_before_its_intents(world: Wo
     ]
     assert not of_type(await world.agent_events(world.bob), "user_message")
     assert world.fake.parsed.count(BALANCE) == 1
+
+
+async def test_when_nlu_falls_behind_the_newest_message_is_guessed_and_none_twice(
+    world: World,
+) -> None:
+    await world.assign(world.alice)
+    entered, release = asyncio.Event(), asyncio.Event()
+    parse = world.fake.parse
+
+    async def slow_parse(text: str) -> dict[str, Any]:
+        entered.set()
+        await release.wait()
+        return await parse(text)
+
+    world.fake.parse = slow_parse  # type: ignore[method-assign]
+    await world.service.user_message("c1", "m1", "first", "web")
+    await entered.wait()  # NLU of the first message is under way
+    await world.service.user_message("c1", "m2", "second", "web")
+    await world.service.user_message("c1", "m3", "third", "web")
+    await asyncio.sleep(0.01)
+    assert world.service.intent_guesses.lag_seconds(time.monotonic()) > 0
+    release.set()
+
+    intents = of_type(await world.agent_events(world.alice, "c1"), "intents")
+    assert [bool(e.payload["ranking"]) for e in intents] == [True, False, True]  # []: none
+    assert world.fake.parsed[-2:] == ["first", "third"]  # the superseded one skipped, none twice
+    assert "second" not in world.fake.parsed
+    logged = [c for c in world.fake.changes("c1") if isinstance(c, UserLogged)]
+    assert [c.text for c in logged][-3:] == ["first", "second", "third"]  # Rasa has them all
+    assert logged[-2].intent is None
+    assert world.service.intent_guesses.skipped == 1
+    assert world.service.intent_guesses.lag_seconds(time.monotonic()) == 0.0
 
 
 # Agents ------------------------------------------------------------------------------------
