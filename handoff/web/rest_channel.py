@@ -20,6 +20,7 @@ from handoff.assistant.rasa_assistant import AssistantNotReadyError
 from handoff.core.protocol import parse_rest_body
 from handoff.core.safe_json import ProtocolError
 from handoff.web.context import request_context
+from handoff.web.http_errors import error_response, json_error
 
 __all__ = ["blueprint"]
 
@@ -28,10 +29,6 @@ logger = logging.getLogger(__name__)
 RETRY_AFTER_SECONDS = 5
 
 blueprint = Blueprint("rest_channel")
-
-
-def _error(status: int, code: str, message: str) -> HTTPResponse:
-    return response.json({"error": {"code": code, "message": message}}, status=status)
 
 
 @blueprint.route("/webhooks/rest", methods=["GET", "HEAD"])
@@ -50,13 +47,13 @@ async def rest_webhook(request: Request) -> HTTPResponse:
     try:
         message = parse_rest_body(request.body, max_text_chars=settings.max_message_chars)
     except ProtocolError as error:
-        return _error(400, error.code, error.message)
+        return error_response(error)
     sender = message.sender
     client_id = message.client_id or uuid.uuid4().hex
     try:
         await holder.get(timeout=0)
     except AssistantNotReadyError as error:
-        reply = _error(503, "not_ready", f"{error}; retry in a few seconds")
+        reply = json_error("not_ready", f"{error}; retry in a few seconds")
         reply.headers["Retry-After"] = str(RETRY_AFTER_SECONDS)
         return reply
     before = await store.last_event_id()
@@ -64,7 +61,7 @@ async def rest_webhook(request: Request) -> HTTPResponse:
         await service.user_message(sender, client_id, message.text, "rest")
     except Exception:
         logger.exception("Could not process REST message of %s", sender)
-        return _error(500, "internal", "the server could not process this message; retry it")
+        return json_error("internal", "the server could not process this message; retry it")
     answers: list[dict[str, Any]] = []
     for event in await store.user_events_after(sender, before):
         if event.type == "bot" and event.payload.get("in_reply_to") == client_id:
