@@ -25,6 +25,8 @@ PROJECT_ROOT = Path(__file__).resolve().parent.parent
 
 ENV_PREFIX = "HANDOFF_"
 CONFIG_FILE_VARIABLE = "HANDOFF_CONFIG"
+MAX_ASSISTANT_WORKERS = 16
+"""More workers than this would not fit one machine's memory (each holds a model)."""
 
 
 class SettingsError(HandoffError, ValueError):
@@ -51,7 +53,11 @@ class Settings:
     """A websocket whose client has not answered the server's ping (sent every 20 s) within
     this many seconds is closed; clients reconnect and resume."""
     rasa_api_token: str | None = None
-    """Enables Rasa's own HTTP API (without model loading or training routes) under this token."""
+    """Enables Rasa's own HTTP API (without model loading or training routes) under this token;
+    needs ``assistant_workers = 0`` (Rasa's handlers call the model in this process)."""
+    assistant_workers: int = 1
+    """Assistant worker processes (each loads the model: about 1.2 GiB). 0: the model runs in
+    the server process itself, as Rasa's HTTP API needs; a hot swap then stalls replies."""
     log_level: str = "INFO"
     allowed_origins: tuple[str, ...] = ()
     """Origins allowed to open the agent websocket and call the agent API; empty: the
@@ -167,6 +173,7 @@ _PARSERS: dict[str, Callable[[Any], Any]] = {
     "max_message_chars": int,
     "websocket_ping_timeout": int,
     "rasa_api_token": _parse_str_or_none,
+    "assistant_workers": int,
     "log_level": lambda raw: str(raw).upper(),
     "allowed_origins": _parse_list,
     "handoff_intents": _parse_list,
@@ -281,6 +288,16 @@ def _validate(settings: Settings) -> None:
         raise SettingsError("verification_band must be between 0 and 1")
     if not 0 < settings.low_value_confidence <= 1:
         raise SettingsError("low_value_confidence must be between 0 (excluded) and 1")
+    if not 0 <= settings.assistant_workers <= MAX_ASSISTANT_WORKERS:
+        raise SettingsError(
+            f"assistant_workers must be between 0 and {MAX_ASSISTANT_WORKERS}, "
+            f"got {settings.assistant_workers}"
+        )
+    if settings.rasa_api_token and settings.assistant_workers:
+        raise SettingsError(
+            "rasa_api_token (Rasa's HTTP API) needs the model in the server process: "
+            "set HANDOFF_ASSISTANT_WORKERS=0 as well"
+        )
     if settings.model_poll_seconds < 0:
         raise SettingsError("model_poll_seconds must be 0 (no hot swap) or positive")
     if settings.redis_url is not None and not settings.redis_url.startswith(

@@ -206,14 +206,12 @@ def stop_server(server: RunningServer) -> None:
 def server(
     trained_model: Path, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[RunningServer]:
-    """One real server for the session, on its own SQLite database."""
+    """One real server for the session, on its own SQLite database, with the default one
+    assistant worker process."""
     running = start_server(
         trained_model,
         tmp_path_factory.mktemp("server"),
-        extra_env={
-            "HANDOFF_RASA_API_TOKEN": RASA_API_TOKEN,
-            "HANDOFF_INTENT_THRESHOLDS": f"{STRICT_INTENT}=0.9999",
-        },
+        extra_env={"HANDOFF_INTENT_THRESHOLDS": f"{STRICT_INTENT}=0.9999"},
     )
     yield running
     stop_server(running)

@@ -51,7 +51,13 @@ from typing_extensions import TypeVar
 from handoff.assistant.tracker_changes import TrackerChange
 from handoff.core.errors import HandoffError
 
-__all__ = ["AssistantApi", "AssistantHolder", "AssistantNotReadyError", "ModelInfo"]
+__all__ = [
+    "AssistantApi",
+    "AssistantHolder",
+    "AssistantNotReadyError",
+    "AssistantRuntime",
+    "ModelInfo",
+]
 
 
 @dataclass(frozen=True)
@@ -118,6 +124,34 @@ class AssistantApi(Protocol):
 
     def responses(self) -> dict[str, list[str]]:
         """The model's responses by name: their text variations."""
+        ...
+
+
+class AssistantRuntime(Protocol):
+    """Where the assistant runs and how its model changes: worker processes
+    (:class:`handoff.assistant.workers.AssistantWorkers`) or the server process itself
+    (:class:`handoff.assistant.in_process.InProcessAssistant`)."""
+
+    @property
+    def api(self) -> AssistantApi:
+        """What serves requests now (after :meth:`start`)."""
+        ...
+
+    async def start(self, model: Path) -> None:
+        """Load ``model`` and serve it; returns when requests can be answered."""
+        ...
+
+    async def swap(self, model: Path) -> None:
+        """Serve ``model`` instead, without refusing or stalling requests meanwhile."""
+        ...
+
+    async def close(self) -> None:
+        """Stop, after what is in flight."""
+        ...
+
+    def health(self) -> dict[str, Any]:
+        """What ``/health`` shows of it: ``workers`` (0: in the server process), and for
+        workers their ``pids`` (None while one restarts) and ``restarts`` since start."""
         ...
 
 

@@ -34,6 +34,10 @@ from handoff.assistant.interface import (
     AssistantNotReadyError as AssistantNotReadyError,
 )
 from handoff.assistant.interface import ModelInfo
+from handoff.assistant.model_files import (  # re-exported: they lived here before
+    ModelNotFoundError as ModelNotFoundError,
+)
+from handoff.assistant.model_files import resolve_model_path
 from handoff.assistant.rasa_thread import RasaWorker, shared_worker
 from handoff.assistant.tracker_changes import AgentSaid, BotPaused, BotResumed, TrackerChange
 from handoff.assistant.tracker_store import (
@@ -41,7 +45,6 @@ from handoff.assistant.tracker_store import (
     cache_event_types,
     unwrap_fail_safe,
 )
-from handoff.core.errors import HandoffError
 
 __all__ = [
     "Assistant",
@@ -55,28 +58,6 @@ __all__ = [
 ]
 
 logger = logging.getLogger(__name__)
-
-MODEL_SUFFIX = ".tar.gz"
-
-
-class ModelNotFoundError(HandoffError, FileNotFoundError):
-    """No trained model where the settings point; the message says how to make one."""
-
-    code = "model_not_found"
-
-
-def resolve_model_path(model_path: Path) -> Path:
-    """Return the model archive to serve: ``model_path`` itself, or the newest one inside it."""
-    if model_path.is_file():
-        return model_path
-    if model_path.is_dir():
-        archives = sorted(model_path.glob(f"*{MODEL_SUFFIX}"), key=lambda p: p.stat().st_mtime)
-        if archives:
-            return archives[-1]
-    raise ModelNotFoundError(
-        f"no trained model at {model_path}; train one with `handoff train` "
-        "(or `make run`, which trains when needed), or set HANDOFF_MODEL_PATH"
-    )
 
 
 class Assistant:

@@ -31,6 +31,7 @@ from rasa.shared.core.trackers import DialogueStateTracker
 from rasa.shared.nlu.constants import INTENT_NAME_KEY
 from sqlalchemy.engine import Engine, make_url
 
+from handoff.assistant.tracker_database import tracker_database_url
 from handoff.storage.migrate import MIGRATION_LOCK
 
 __all__ = [
@@ -45,21 +46,6 @@ logger = logging.getLogger(__name__)
 
 SQLITE_BUSY_TIMEOUT_MS = 10_000
 """How long a SQLite writer waits for another one before failing ("database is locked")."""
-
-
-def tracker_database_url(database_url: str) -> str:
-    """Where Rasa's trackers live, given our database's URL.
-
-    PostgreSQL: the same database. SQLite: a file of its own beside ours (``handoff.db`` ->
-    ``handoff-rasa.db``), because our store runs inline on the event loop (see
-    :mod:`handoff.storage.inline_sqlite`) and must never wait in SQLite's busy handler for Rasa's
-    writes, which come from other threads. In-memory SQLite stays as it is.
-    """
-    url = make_url(database_url)
-    if url.get_backend_name() != "sqlite" or not url.database or url.database == ":memory:":
-        return database_url
-    path = Path(url.database)
-    return str(url.set(database=str(path.with_name(f"{path.stem}-rasa{path.suffix}"))))
 
 
 def create_engine(database_url: str) -> Engine:
@@ -126,13 +112,25 @@ class ThreadedSQLTrackerStore(SQLTrackerStore):
         # Deliberately not calling SQLTrackerStore.__init__: it retries a failing database
         # forever and builds its URL from parts; we take one URL and fail fast.
         self.engine = create_engine(database_url)
+        try:
+            self._create_table()
+        except sa.exc.OperationalError as error:
+            # SQLite: another worker process created it between our check and our CREATE.
+            if "already exists" not in str(error):
+                raise
+            self._create_table()
+        self.sessionmaker = sa.orm.sessionmaker(bind=self.engine)
+        TrackerStore.__init__(self, domain, None)
+        self._prepare_statements()
+
+    def _create_table(self) -> None:
         with self.engine.begin() as connection:
             if connection.dialect.name == "postgresql":
                 # Processes starting together create Rasa's table one after the other.
                 connection.execute(sa.select(sa.func.pg_advisory_xact_lock(MIGRATION_LOCK)))
             self.Base.metadata.create_all(connection)
-        self.sessionmaker = sa.orm.sessionmaker(bind=self.engine)
-        TrackerStore.__init__(self, domain, None)
+
+    def _prepare_statements(self) -> None:
         # Rasa's queries (SQLTrackerStore._event_query), built once.
         events = self.SQLEvent.__table__
         sender_id = sa.bindparam("sender_id")

@@ -181,7 +181,7 @@ def _serve(args: argparse.Namespace) -> int:
         return 2
     _configure_logging(settings.log_level)
 
-    from handoff.assistant.rasa_assistant import ModelNotFoundError, resolve_model_path
+    from handoff.assistant.model_files import ModelNotFoundError, resolve_model_path
 
     try:
         model_file = resolve_model_path(settings.model_path)

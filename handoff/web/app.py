@@ -3,16 +3,18 @@
 from __future__ import annotations
 
 import asyncio
-import gc
 import logging
 import time
 from pathlib import Path
 
 from sanic import Sanic
 
-from handoff.assistant.rasa_assistant import Assistant, redis_lock_store
+from handoff.assistant.interface import AssistantApi, AssistantRuntime
+from handoff.assistant.model_files import resolve_model_path
 from handoff.assistant.rasa_http_api import set_rasa_api_agent
-from handoff.assistant.tracker_store import tracker_database_url
+from handoff.assistant.tracker_database import tracker_database_url
+from handoff.assistant.worker_client import WorkerSpec
+from handoff.assistant.workers import AssistantWorkers
 from handoff.conversations.account_changes import AccountSweep
 from handoff.conversations.service import ConversationService
 from handoff.core.protocol import MAX_REST_BODY_BYTES, WEBSOCKET_MAX_SIZE
@@ -34,7 +36,7 @@ from handoff.web.http_errors import JsonApiErrorHandler
 from handoff.web.security_headers import add_security_headers
 from handoff.web.sign_in_throttle import forget_stale_counters
 
-__all__ = ["create_app", "freeze_heap", "handoff_policy"]
+__all__ = ["assistant_runtime", "create_app", "handoff_policy"]
 
 logger = logging.getLogger(__name__)
 
@@ -42,8 +44,6 @@ APP_NAME = "handoff"
 EVENT_TRIM_INTERVAL_S = 600.0
 SHUTDOWN_DRAIN_SECONDS = 10.0
 """How long a stopping server waits for queued Rasa tracker updates."""
-RETIRED_MODEL_GRACE_SECONDS = 60.0
-"""How long a swapped-out model keeps its database connection for messages it still answers."""
 
 
 def handoff_policy(settings: Settings) -> HandoffPolicy:
@@ -63,7 +63,7 @@ def create_app(settings: Settings) -> Sanic:
     app.config.WEBSOCKET_MAX_SIZE = WEBSOCKET_MAX_SIZE
     app.config.WEBSOCKET_PING_INTERVAL = 20
     app.config.WEBSOCKET_PING_TIMEOUT = settings.websocket_ping_timeout
-    install_context(app, AppContext(settings))
+    install_context(app, AppContext(settings, runtime=assistant_runtime(settings)))
     add_security_headers(app)
 
     app.blueprint(pages.blueprint)
@@ -123,6 +123,7 @@ def create_app(settings: Settings) -> Sanic:
         for task in ctx.background:
             task.cancel()
         await asyncio.gather(*ctx.background, return_exceptions=True)
+        await ctx.runtime.close()
         if settings.redis_url:
             assert isinstance(ctx.presence, RedisPresence) and isinstance(ctx.hub, RedisHub)
             await ctx.presence.close()
@@ -145,34 +146,54 @@ async def _trim_events(store: Store, retention_hours: float) -> None:
         await asyncio.sleep(EVENT_TRIM_INTERVAL_S)
 
 
+def assistant_runtime(settings: Settings) -> AssistantRuntime:
+    """Worker processes (``assistant_workers`` >= 1) or the model in this process (0)."""
+    tracker_url = tracker_database_url(settings.database_url)
+    if settings.assistant_workers == 0:
+        from handoff.assistant.in_process import InProcessAssistant
+
+        return InProcessAssistant(
+            tracker_url, settings.fallback_threshold, settings.redis_url, settings.redis_namespace
+        )
+    spec = WorkerSpec(
+        tracker_database_url=tracker_url,
+        fallback_threshold=settings.fallback_threshold,
+        redis_url=settings.redis_url,
+        redis_namespace=settings.redis_namespace,
+        log_level=settings.log_level,
+    )
+    return AssistantWorkers(spec, settings.assistant_workers)
+
+
+def _point_rasa_http_api(app: Sanic, runtime: AssistantRuntime) -> None:
+    agent = getattr(runtime, "agent", None)  # only the in-process assistant has one
+    if agent is not None:
+        set_rasa_api_agent(app, agent)
+
+
 async def _load_and_watch(app: Sanic, settings: Settings) -> None:
     """Load the promoted model (or the newest one), then swap to each newly promoted model."""
-    holder = app_context(app).assistant
-    learning = app_context(app).learning
+    ctx = app_context(app)
+    holder, learning, runtime = ctx.assistant, ctx.learning, ctx.runtime
     try:
         model = await live_model_file(settings, learning) or settings.model_path
-        lock_store = (
-            redis_lock_store(settings.redis_url, settings.redis_namespace)
-            if settings.redis_url
-            else None
-        )
-        assistant = await Assistant.load(
-            model,
-            tracker_database_url(settings.database_url),
-            settings.fallback_threshold,
-            lock_store=lock_store,
-        )
+        await runtime.start(resolve_model_path(model))
     except Exception as error:
         logger.exception("Could not load the model from %s", settings.model_path)
         holder.fail(f"the model could not be loaded ({error}); see the server log")
         return
-    holder.set(assistant)
-    set_rasa_api_agent(app, assistant.agent)
-    freeze_heap()
+    holder.set(runtime.api)
+    _point_rasa_http_api(app, runtime)
+    info = runtime.api.info
     host = "127.0.0.1" if settings.host in ("0.0.0.0", "::") else settings.host
     base = f"http://{host}:{settings.port}"
+    where = (
+        f"in {settings.assistant_workers} assistant worker process(es)"
+        if settings.assistant_workers
+        else "in the server process"
+    )
     print(
-        f"\nReady: model {assistant.info.name} loaded in {assistant.info.load_seconds:.1f} s\n"
+        f"\nReady: model {info.name} loaded in {info.load_seconds:.1f} s {where}\n"
         f"  chat page:      {base}/chat\n"
         f"  agent console:  {base}/console\n"
         f"  health:         {base}/health\n",
@@ -182,15 +203,14 @@ async def _load_and_watch(app: Sanic, settings: Settings) -> None:
     if settings.model_poll_seconds <= 0 or not settings.model_path.is_dir():
         return
     failed: str | None = None
-    current = assistant  # what the holder serves, with its Rasa parts (for the next swap)
     while True:
         await asyncio.sleep(settings.model_poll_seconds)
         promoted = None
         try:
             promoted = await live_model_file(settings, learning)
-            if promoted is None or promoted.name in (current.info.name, failed):
+            if promoted is None or promoted.name in (runtime.api.info.name, failed):
                 continue
-            current = await _swap(app, settings, current, promoted)
+            await _swap(app, runtime, promoted)
             failed = None
         except asyncio.CancelledError:
             raise
@@ -199,37 +219,16 @@ async def _load_and_watch(app: Sanic, settings: Settings) -> None:
             failed = promoted.name if promoted else None
 
 
-def freeze_heap() -> None:
-    """Hide every object alive now (a loaded model is about a million of them) from the cyclic
-    garbage collector, which otherwise walks them all in each full collection: pauses of about
-    half a second that stall every connection (measured under relay load; about 30 ms after).
-    Unfreezes and collects first, so that a retired model's cycles are freed."""
-    started = time.perf_counter()
-    gc.unfreeze()
-    gc.collect()
-    gc.freeze()
-    logger.info(
-        "Froze %d long-lived objects in %.2f s",
-        gc.get_freeze_count(),
-        time.perf_counter() - started,
-    )
-
-
-async def _swap(app: Sanic, settings: Settings, current: Assistant, model_file: Path) -> Assistant:
-    """Load ``model_file`` next to the serving model, then serve it (and return it). Messages
-    being answered finish on the old model; the next ones go to the new one. Nothing is refused
-    meanwhile."""
-    logger.info("Model %s was promoted; loading it next to %s", model_file.name, current.info.name)
-    new = await Assistant.load(
-        model_file,
-        tracker_database_url(settings.database_url),
-        settings.fallback_threshold,
-        shared_with=current,
-    )
-    await new.parse("hello")  # the first prediction builds TensorFlow functions: not on a user
+async def _swap(app: Sanic, runtime: AssistantRuntime, model_file: Path) -> None:
+    """Serve ``model_file`` from now on (blue/green: see the runtime's ``swap``) and tell the
+    agents' consoles its intents and responses."""
+    was = runtime.api.info.name
+    logger.info("Model %s was promoted; loading it next to %s", model_file.name, was)
+    await runtime.swap(model_file)
+    new = runtime.api
     ctx = app_context(app)
     ctx.assistant.set(new)
-    set_rasa_api_agent(app, new.agent)
+    _point_rasa_http_api(app, runtime)
     ctx.hub.publish(
         [
             ephemeral_event(
@@ -243,22 +242,12 @@ async def _swap(app: Sanic, settings: Settings, current: Assistant, model_file: 
             )
         ]
     )
-    logger.info("Now serving model %s (was %s)", new.info.name, current.info.name)
-    print(f"Hot swap: now serving model {new.info.name} (was {current.info.name})", flush=True)
-
-    async def retire() -> None:
-        await asyncio.sleep(RETIRED_MODEL_GRACE_SECONDS)
-        await current.close()
-        freeze_heap()  # the new model's objects; the old model's cycles are collected first
-
-    ctx.background += [
-        asyncio.create_task(retire()),
-        asyncio.create_task(_rescore_pending(ctx.learning, new)),
-    ]
-    return new
+    logger.info("Now serving model %s (was %s)", new.info.name, was)
+    print(f"Hot swap: now serving model {new.info.name} (was {was})", flush=True)
+    ctx.background.append(asyncio.create_task(_rescore_pending(ctx.learning, new)))
 
 
-async def _rescore_pending(learning: LearningStore, assistant: Assistant) -> None:
+async def _rescore_pending(learning: LearningStore, assistant: AssistantApi) -> None:
     """Re-predict pending example candidates with the new live model (for low-value flags)."""
     try:
         scores = {}

@@ -14,7 +14,7 @@ from typing import Any
 
 from sanic import Request, Sanic
 
-from handoff.assistant.interface import AssistantHolder
+from handoff.assistant.interface import AssistantHolder, AssistantRuntime
 from handoff.conversations.service import ConversationService
 from handoff.learning.metrics_reader import MetricsReader
 from handoff.realtime.agent_connections import AgentConnections
@@ -38,7 +38,10 @@ class AppContext:
     """
 
     settings: Settings
+    runtime: AssistantRuntime
+    """Where the assistant runs: worker processes or this process (see ``assistant_runtime``)."""
     assistant: AssistantHolder = field(default_factory=AssistantHolder)
+    """What answers: the runtime's ``api``, once the model is ready."""
     hub: Hub = field(default_factory=Hub)
     presence: Presence = field(default_factory=Presence)
     agent_connections: AgentConnections = field(default_factory=AgentConnections)

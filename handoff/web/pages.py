@@ -40,8 +40,10 @@ async def console_page(request: Request) -> HTTPResponse:
 
 @blueprint.route("/health", methods=["GET", "HEAD"])
 async def health(request: Request) -> HTTPResponse:
-    """200 with the model's name once the assistant answers; 503 while loading or failed."""
-    holder = request_context(request).assistant
+    """200 with the model's name and the assistant's processes once it answers; 503 while
+    loading or failed."""
+    ctx = request_context(request)
+    holder = ctx.assistant
     assistant = holder.current
     if assistant is None:
         status = "failed" if holder.load_error else "loading"
@@ -56,5 +58,6 @@ async def health(request: Request) -> HTTPResponse:
             "status": "ok",
             "model": assistant.info.name,
             "fallback_threshold": assistant.info.fallback_threshold,
+            "assistant": ctx.runtime.health(),
         }
     )

@@ -16,7 +16,7 @@ from typing import Any
 from sanic import Blueprint, Request, response
 from sanic.response import HTTPResponse
 
-from handoff.assistant.rasa_assistant import AssistantNotReadyError
+from handoff.assistant.interface import AssistantNotReadyError
 from handoff.core.protocol import parse_rest_body
 from handoff.core.safe_json import ProtocolError
 from handoff.web.context import request_context

@@ -11,7 +11,7 @@ from typing import Any
 from sanic import Blueprint, Request
 from sanic.server.websockets.impl import WebsocketImplProtocol
 
-from handoff.assistant.rasa_assistant import AssistantNotReadyError
+from handoff.assistant.interface import AssistantNotReadyError
 from handoff.core.errors import HandoffError
 from handoff.core.protocol import (
     UserFrame,

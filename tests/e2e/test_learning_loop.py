@@ -134,7 +134,8 @@ async def test_what_an_agent_teaches_the_bot_answers_after_a_hot_swap(
     server = project.server
     add_agent(server, "ana", "Ana")
     add_agent(server, "max", "Max", role="maintainer")
-    old_model = http_json("GET", f"{server.base_url}/health")[1]["model"]
+    before_swap = http_json("GET", f"{server.base_url}/health")[1]
+    old_model, old_workers = before_swap["model"], before_swap["assistant"]["pids"]
 
     # Before: the question goes to a person (the user asks for one), who teaches the answer.
     agent = await connect_agent(server, "ana")
@@ -207,6 +208,16 @@ async def test_what_an_agent_teaches_the_bot_answers_after_a_hot_swap(
     await asyncio.sleep(2)  # a few more messages on the new model
     stop.set()
     await talker  # raises if any message of the open conversation went unanswered
+    # Blue/green: a new worker process serves the new model; the old one finished and exited.
+    new_workers = health["assistant"]["pids"]
+    assert set(new_workers).isdisjoint(old_workers), (old_workers, new_workers)
+    for pid in old_workers:
+        for _ in range(60):
+            if not await asyncio.to_thread(Path(f"/proc/{pid}").exists):
+                break
+            await asyncio.sleep(1)
+        else:
+            pytest.fail(f"the retired worker {pid} did not exit:\n{server.log_tail()}")
     assert len(latencies) >= 10, latencies
     print(f"\nopen conversation: {len(latencies)} answers, slowest {max(latencies):.2f} s")
 

@@ -1,4 +1,5 @@
-"""Server settings that change behaviour: Rasa's HTTP API (opt-in) and the fallback threshold."""
+"""Server settings that change behaviour: Rasa's HTTP API (opt-in, with the model in the server
+process), the fallback threshold (reaching the worker processes), and refused combinations."""
 
 from __future__ import annotations
 
@@ -27,10 +28,25 @@ PROBE = "card"
 
 
 @pytest.fixture(scope="module")
+def rasa_api_server(
+    trained_model: Path, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[RunningServer]:
+    """The model in the server process (no workers), as Rasa's HTTP API needs; its token set."""
+    running = start_server(
+        trained_model,
+        tmp_path_factory.mktemp("rasa-api"),
+        extra_env={"HANDOFF_RASA_API_TOKEN": RASA_API_TOKEN, "HANDOFF_ASSISTANT_WORKERS": "0"},
+    )
+    yield running
+    stop_server(running)
+
+
+@pytest.fixture(scope="module")
 def strict_server(
     trained_model: Path, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[RunningServer]:
-    """A second server on the same model: no Rasa API token, a very high fallback threshold."""
+    """A server on the same model with its worker process: no Rasa API token, a very high
+    fallback threshold."""
     running = start_server(
         trained_model,
         tmp_path_factory.mktemp("strict"),
@@ -40,7 +56,9 @@ def strict_server(
     stop_server(running)
 
 
-def test_rasa_http_api_requires_the_token(server: RunningServer) -> None:
+def test_rasa_http_api_requires_the_token(rasa_api_server: RunningServer) -> None:
+    server = rasa_api_server
+    assert http_json("GET", f"{server.base_url}/health")[1]["assistant"] == {"workers": 0}
     status, body = http_json("GET", f"{server.base_url}/status?token={RASA_API_TOKEN}")
     assert status == 200
     assert body["model_file"].endswith(".tar.gz")
@@ -48,7 +66,10 @@ def test_rasa_http_api_requires_the_token(server: RunningServer) -> None:
     assert http_json("GET", f"{server.base_url}/status?token=wrong")[0] == 401
 
 
-def test_rasa_http_api_never_mounts_model_loading_or_training(server: RunningServer) -> None:
+def test_rasa_http_api_never_mounts_model_loading_or_training(
+    rasa_api_server: RunningServer,
+) -> None:
+    server = rasa_api_server
     token = f"?token={RASA_API_TOKEN}"
     body = json.dumps({"model_file": "/tmp/evil.tar.gz"}).encode()
     assert http_json("PUT", f"{server.base_url}/model{token}", body)[0] in (404, 405)
@@ -61,8 +82,9 @@ def test_rasa_http_api_is_off_by_default(strict_server: RunningServer) -> None:
 
 
 def test_fallback_threshold_setting_overrides_the_trained_one(
-    server: RunningServer, strict_server: RunningServer
+    rasa_api_server: RunningServer, strict_server: RunningServer
 ) -> None:
+    server = rasa_api_server
     status, parsed = http_json(
         "POST",
         f"{server.base_url}/model/parse?token={RASA_API_TOKEN}",
@@ -112,3 +134,16 @@ def test_serve_with_a_bad_setting_names_it() -> None:
     )
     assert result.returncode == 2
     assert "HANDOFF_PORT" in result.stderr
+
+
+def test_serve_refuses_rasa_http_api_with_worker_processes() -> None:
+    result = subprocess.run(
+        [HANDOFF, "serve"],
+        env={**TEST_ENV, "HANDOFF_RASA_API_TOKEN": "t", "HANDOFF_ASSISTANT_WORKERS": "1"},
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert result.returncode == 2
+    assert "HANDOFF_ASSISTANT_WORKERS=0" in result.stderr
