@@ -56,8 +56,11 @@ class Settings:
     """Enables Rasa's own HTTP API (without model loading or training routes) under this token;
     needs ``assistant_workers = 0`` (Rasa's handlers call the model in this process)."""
     assistant_workers: int = 1
-    """Assistant worker processes (each loads the model: about 1.2 GiB). 0: the model runs in
+    """Assistant worker processes (each loads the model: about 1.4 GiB). 0: the model runs in
     the server process itself, as Rasa's HTTP API needs; a hot swap then stalls replies."""
+    assistant_worker_module: str = "handoff.assistant.worker_process"
+    """The module each worker runs (``python -m``); benchmarks put a worker with no model here
+    (``benchmarks.null_worker``) to measure the server process alone."""
     log_level: str = "INFO"
     allowed_origins: tuple[str, ...] = ()
     """Origins allowed to open the agent websocket and call the agent API; empty: the
@@ -174,6 +177,7 @@ _PARSERS: dict[str, Callable[[Any], Any]] = {
     "websocket_ping_timeout": int,
     "rasa_api_token": _parse_str_or_none,
     "assistant_workers": int,
+    "assistant_worker_module": str,
     "log_level": lambda raw: str(raw).upper(),
     "allowed_origins": _parse_list,
     "handoff_intents": _parse_list,
@@ -292,6 +296,12 @@ def _validate(settings: Settings) -> None:
         raise SettingsError(
             f"assistant_workers must be between 0 and {MAX_ASSISTANT_WORKERS}, "
             f"got {settings.assistant_workers}"
+        )
+    if not re.fullmatch(
+        r"[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)*", settings.assistant_worker_module
+    ):
+        raise SettingsError(
+            f"assistant_worker_module {settings.assistant_worker_module!r} is not a module name"
         )
     if settings.rasa_api_token and settings.assistant_workers:
         raise SettingsError(

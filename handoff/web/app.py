@@ -161,6 +161,7 @@ def assistant_runtime(settings: Settings) -> AssistantRuntime:
         redis_url=settings.redis_url,
         redis_namespace=settings.redis_namespace,
         log_level=settings.log_level,
+        module=settings.assistant_worker_module,
     )
     return AssistantWorkers(spec, settings.assistant_workers)
 

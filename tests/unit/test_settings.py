@@ -67,6 +67,7 @@ def test_overrides_of_none_are_ignored() -> None:
         ({"HANDOFF_ASSISTANT_WORKERS": "99"}, "assistant_workers must be between 0 and"),
         ({"HANDOFF_ASSISTANT_WORKERS": "two"}, "HANDOFF_ASSISTANT_WORKERS"),
         ({"HANDOFF_RASA_API_TOKEN": "t"}, "HANDOFF_ASSISTANT_WORKERS=0"),
+        ({"HANDOFF_ASSISTANT_WORKER_MODULE": "x; rm -rf /"}, "not a module name"),
         ({"HANDOFF_REDACT_PATTERNS": "card-(\\d+"}, "HANDOFF_REDACT_PATTERNS"),
         ({"HANDOFF_CONFIG": "/nonexistent/handoff.toml"}, "does not exist"),
     ],
