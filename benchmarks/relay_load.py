@@ -11,8 +11,9 @@ server falls behind stops sending early, once a message or reply has waited --ov
 seconds for delivery (column "sent", marked *): the backlog of an overloaded server only grows,
 and every message sent is still checked. After a step it waits for every answer and guess
 until nothing has arrived for --stall seconds ("drain" is how long that took after the last
-send): what is missing then is lost, and the next step starts on an idle server. The server's
-resident memory is read after each level's conversations open.
+send): what is missing then is lost, and the next step starts on an idle server. The resident
+memory of the server process and, separately, of its children (the assistant worker
+processes, --assistant-workers) is read after each level's conversations open.
 
 It also searches for the highest sustained rate: the most conversations, at --rate each, whose
 p99 stays within --p99-limit-ms (default 100) in both directions with nothing lost or
@@ -20,6 +21,7 @@ duplicated, by bisection (--search-steps rounds, on conversations already open) 
 level that fails, right after it.
 
     .venv/bin/python -m benchmarks.relay_load
+    .venv/bin/python -m benchmarks.relay_load --checkout /tmp/prev-main   # another checkout
 
 It prints a table per step and writes JSON (--json). The load generator's own CPU use is
 reported ("gen"): near 100 % of a core, the generator, not the server, would set the limit.
@@ -47,7 +49,7 @@ from websockets.client import connect
 from websockets.exceptions import ConnectionClosed
 
 from benchmarks.relay_latency import PASSWORD, login, percentile
-from benchmarks.server_process import rss_bytes, running_server
+from benchmarks.server_process import rss_with_children, running_server
 
 ROOT = Path(__file__).resolve().parent.parent
 BIN = Path(sys.executable).parent
@@ -417,8 +419,12 @@ async def measure(
     await load.open_until(2)
     await load.run_phase(2, args.rate, 2, args.stall, args.overload_s)
     await asyncio.sleep(1)
-    baseline_rss = rss_bytes(pid)
-    print(f"{args.agents} agents connected; server RSS {baseline_rss / MIB:.0f} MiB", flush=True)
+    baseline_rss, baseline_workers_rss = rss_with_children(pid)
+    print(
+        f"{args.agents} agents connected; RSS: server {baseline_rss / MIB:.0f} MiB, "
+        f"assistant workers {baseline_workers_rss / MIB:.0f} MiB",
+        flush=True,
+    )
     results: dict[str, Any] = {"levels": [], "search": [], "memory": []}
     print(HEADER, flush=True)
 
@@ -448,18 +454,22 @@ async def measure(
         started = time.perf_counter()
         await load.open_until(level)
         await asyncio.sleep(1)
-        rss = rss_bytes(pid)
+        rss, workers_rss = rss_with_children(pid)
         opened = len(load.users)
         memory = {
             "open_conversations": opened,
             "rss_mib": round(rss / MIB, 1),
-            "kib_per_conversation": round((rss - baseline_rss) / 1024 / opened, 1),
+            "workers_rss_mib": round(workers_rss / MIB, 1),
+            "kib_per_conversation": round(
+                (rss + workers_rss - baseline_rss - baseline_workers_rss) / 1024 / opened, 1
+            ),
         }
         results["memory"].append(memory)
         print(
             f"-- {opened} conversations open (handed off and claimed in "
-            f"{time.perf_counter() - started:.0f} s); server RSS {memory['rss_mib']:.0f} MiB, "
-            f"{memory['kib_per_conversation']:.0f} KiB per conversation",
+            f"{time.perf_counter() - started:.0f} s); RSS: server {memory['rss_mib']:.0f} MiB, "
+            f"workers {memory['workers_rss_mib']:.0f} MiB, "
+            f"{memory['kib_per_conversation']:.0f} KiB per conversation (both)",
             flush=True,
         )
         result = await step(level)
@@ -475,6 +485,7 @@ async def measure(
     results["sustained_msgs_per_s"] = low * args.rate
     results["first_failing_conversations"] = high
     results["baseline_rss_mib"] = round(baseline_rss / MIB, 1)
+    results["baseline_workers_rss_mib"] = round(baseline_workers_rss / MIB, 1)
     await load.close()
     return results
 
@@ -519,6 +530,24 @@ def main() -> int:
     )
     parser.add_argument("--port", type=int, default=5124)
     parser.add_argument("--model", type=Path, default=ROOT / "models")
+    parser.add_argument(
+        "--checkout",
+        type=Path,
+        help="run the server code of this checkout (e.g. a `git worktree` of the previous "
+        "main) with our venv; default: ours",
+    )
+    parser.add_argument(
+        "--assistant-workers",
+        type=int,
+        help="HANDOFF_ASSISTANT_WORKERS for the server (0: the model in the server process); "
+        "default: the server's own default; a checkout without worker processes ignores it",
+    )
+    parser.add_argument(
+        "--no-assistant",
+        action="store_true",
+        help="the server process alone: its worker is benchmarks.null_worker (no model; every "
+        "conversation hands off at once, intent guesses are instant)",
+    )
     parser.add_argument("--json", type=Path, help="write the results as JSON here")
     args = parser.parse_args()
     if min(args.levels) < 1 or args.agents < 1 or args.rate <= 0 or args.duration <= 0:
@@ -537,17 +566,22 @@ def main() -> int:
         # default 20 s keepalive it would drop the connections being measured.
         "HANDOFF_WEBSOCKET_PING_TIMEOUT": "600",
     }
+    if args.assistant_workers is not None:
+        server_env["HANDOFF_ASSISTANT_WORKERS"] = str(args.assistant_workers)
+    if args.no_assistant:
+        server_env["HANDOFF_ASSISTANT_WORKER_MODULE"] = "benchmarks.null_worker"
     limit = resource.getrlimit(resource.RLIMIT_NOFILE)
     wanted = max(args.levels) + args.agents + 256
     if limit[0] < wanted:
         resource.setrlimit(resource.RLIMIT_NOFILE, (min(wanted, limit[1]), limit[1]))
     started = time.perf_counter()
-    with running_server(args.port, args.model, server_env) as server:
+    with running_server(args.port, args.model, server_env, args.checkout) as server:
         database_url = f"sqlite:///{server.workdir / 'bench.db'}"
         results = asyncio.run(measure(args, server.base, server.pid, database_url))
     results["settings"] = {
-        k: v for k, v in vars(args).items() if k not in ("json", "model", "port")
+        k: v for k, v in vars(args).items() if k not in ("json", "model", "port", "checkout")
     }
+    results["checkout"] = str((args.checkout or ROOT).resolve())
     results["wall_s"] = round(time.perf_counter() - started, 1)
     print(
         f"Highest sustained load: {results['sustained_conversations']} conversations at "

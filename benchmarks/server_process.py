@@ -1,5 +1,6 @@
 """Start and stop a server process for a benchmark: ``handoff serve`` (own port, own SQLite
-file) or any command that answers HTTP once ready (see :func:`serving_process`)."""
+file; ours or another checkout's, e.g. the previous main in a ``git worktree``) or any command
+that answers HTTP once ready (see :func:`serving_process`)."""
 
 from __future__ import annotations
 
@@ -22,6 +23,17 @@ START_TIMEOUT_S = 300.0
 STOP_TIMEOUT_S = 30.0
 
 
+__all__ = [
+    "Server",
+    "child_pids",
+    "free_port",
+    "rss_bytes",
+    "rss_with_children",
+    "running_server",
+    "serving_process",
+]
+
+
 class Server(NamedTuple):
     base: str
     """http://127.0.0.1:<port>"""
@@ -36,6 +48,32 @@ def rss_bytes(pid: int) -> int:
         if line.startswith("VmRSS:"):
             return int(line.split()[1]) * 1024
     raise RuntimeError(f"no VmRSS for process {pid}")
+
+
+def child_pids(pid: int) -> list[int]:
+    """The direct children of process ``pid`` (every thread's ``children`` list in /proc)."""
+    children: set[int] = set()
+    for listing in Path(f"/proc/{pid}/task").glob("*/children"):
+        try:
+            children.update(int(child) for child in listing.read_text().split())
+        except OSError:  # the thread ended meanwhile
+            continue
+    return sorted(children)
+
+
+def rss_with_children(pid: int) -> tuple[int, int]:
+    """Resident memory of process ``pid`` and the sum over its descendants (the assistant
+    workers of ``handoff serve``), in bytes. A child that exits while being read counts 0."""
+    total = 0
+    pending = child_pids(pid)
+    while pending:
+        child = pending.pop()
+        try:
+            total += rss_bytes(child)
+            pending.extend(child_pids(child))
+        except (OSError, RuntimeError):  # gone (or a zombie without VmRSS)
+            continue
+    return rss_bytes(pid), total
 
 
 @contextmanager
@@ -91,9 +129,16 @@ def free_port() -> int:
 
 @contextmanager
 def running_server(
-    port: int, model: Path, extra_env: dict[str, str] | None = None
+    port: int,
+    model: Path,
+    extra_env: dict[str, str] | None = None,
+    checkout: Path | None = None,
 ) -> Iterator[Server]:
-    """Yield a ``handoff serve`` :class:`Server` that answers; stop it afterwards."""
+    """Yield a ``handoff serve`` :class:`Server` that answers; stop it afterwards.
+
+    ``checkout``: run that checkout's server code instead of ours (``python -m
+    handoff.cli.main`` with our venv's python, ``cwd`` and ``PYTHONPATH`` the checkout, so
+    ``handoff`` is imported from there, not from our editable install)."""
     with socket.socket() as probe:
         if probe.connect_ex(("127.0.0.1", port)) == 0:
             raise RuntimeError(f"port {port} is in use; pass another --port")
@@ -106,6 +151,14 @@ def running_server(
     }
     print(f"Starting a server on port {port} (loading the model takes about half a minute)...")
     base = f"http://127.0.0.1:{port}"
-    command = [str(BIN / "handoff"), "serve", "--port", str(port), "--model", str(model)]
-    with serving_process(command, f"{base}/health", workdir, env, "Server") as pid:
+    serve = ["serve", "--port", str(port), "--model", str(model)]
+    command = [str(BIN / "handoff"), *serve]
+    if checkout is not None:
+        checkout = checkout.resolve()
+        env["PYTHONPATH"] = os.pathsep.join(
+            [str(checkout), *filter(None, [os.environ.get("PYTHONPATH")])]
+        )
+        command = [sys.executable, "-m", "handoff.cli.main", *serve]
+        print(f"(the server of {checkout})")
+    with serving_process(command, f"{base}/health", workdir, env, "Server", cwd=checkout) as pid:
         yield Server(base, workdir, pid)
