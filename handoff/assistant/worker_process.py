@@ -34,12 +34,19 @@ from handoff.assistant.worker_protocol import (
 from handoff.operator_output import quiet_dependencies, quiet_library_loggers
 from handoff.settings import PROJECT_ROOT
 
-__all__ = ["EXIT_LOAD_FAILED", "WorkerServer", "main", "ready_frame"]
+__all__ = ["EXIT_LOAD_FAILED", "NICENESS", "WorkerServer", "main", "ready_frame"]
 
 logger = logging.getLogger(__name__)
 
 EXIT_LOAD_FAILED = 3
 """Exit status of a worker whose model could not be loaded (it said ``failed`` first)."""
+
+NICENESS = 5
+"""How much lower than the server's a worker's CPU priority is. When the cores are busy, the
+relay between people (cheap, and someone is waiting on each message) goes before Rasa's
+work, most of which is intent guesses that may lag and skip (the kernel then gives a worker
+about a third of a busy core's time against the server). On an idle machine it changes
+nothing."""
 
 
 class WorkerServer:
@@ -186,6 +193,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     # Ctrl-C in a terminal reaches the whole process group; the server decides when its
     # workers stop (it still sends them tracker work while it drains).
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    os.nice(NICENESS)
     return asyncio.run(_run(args))
 
 

@@ -59,12 +59,17 @@ class Subscription:
         self.topics = frozenset(topics)
         self.queue: asyncio.Queue[Event] = asyncio.Queue(SUBSCRIBER_QUEUE_LIMIT)
         self.overflowed = False
+        self.wake: asyncio.Event | None = None
+        """Set on every offer, if given: a consumer that waits on several sources at once
+        waits on this one event instead of on each queue."""
 
     def offer(self, event: Event) -> None:
         try:
             self.queue.put_nowait(event)
         except asyncio.QueueFull:
             self.overflowed = True
+        if self.wake is not None:
+            self.wake.set()
 
     async def get(self) -> Event:
         return await self.queue.get()

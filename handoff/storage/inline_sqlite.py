@@ -16,8 +16,8 @@ raises at once (pool timeout 0) instead of deadlocking the loop.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
+from collections.abc import AsyncIterator, Iterator
+from contextlib import asynccontextmanager, contextmanager
 from typing import Any
 
 import sqlalchemy as sa
@@ -42,23 +42,51 @@ class InlineConnection:
 
 
 class InlineEngine:
-    """Stand-in for ``AsyncEngine`` over a synchronous SQLite engine (see the module doc)."""
+    """Stand-in for ``AsyncEngine`` over a synchronous SQLite engine (see the module doc).
+
+    Its one connection stays checked out between transactions: taking it from the pool and
+    giving it back (with the pool's reset) cost more than a typical transaction of ours."""
 
     def __init__(self, engine: Engine) -> None:
         self.sync_engine = engine
         self.dialect = engine.dialect
+        self._connection: Connection | None = None
+        self._in_use = False
+
+    @contextmanager
+    def _use(self) -> Iterator[Connection]:
+        if self._in_use:
+            # As a pool of one connection with no wait would: never deadlock the loop.
+            raise sa.exc.TimeoutError(
+                "the inline SQLite connection is already in use: a store call awaited "
+                "something other than execute() inside a transaction"
+            )
+        if self._connection is None or self._connection.closed:
+            self._connection = self.sync_engine.connect()
+        self._in_use = True
+        try:
+            yield self._connection
+        finally:
+            self._in_use = False
 
     @asynccontextmanager
     async def begin(self) -> AsyncIterator[InlineConnection]:
-        with self.sync_engine.begin() as connection:
+        with self._use() as connection, connection.begin():
             yield InlineConnection(connection)
 
     @asynccontextmanager
     async def connect(self) -> AsyncIterator[InlineConnection]:
-        with self.sync_engine.connect() as connection:
-            yield InlineConnection(connection)
+        with self._use() as connection:
+            try:
+                yield InlineConnection(connection)
+            finally:
+                if connection.in_transaction():  # a read's implicit transaction: end it
+                    connection.rollback()
 
     async def dispose(self) -> None:
+        if self._connection is not None:
+            self._connection.close()
+            self._connection = None
         self.sync_engine.dispose()
 
 

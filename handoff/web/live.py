@@ -87,6 +87,9 @@ class LiveConnection:
         self.last_sent_event_id = 0
         self.fetch = fetch
         self._direct: asyncio.Queue[dict[str, Any]] = asyncio.Queue()
+        self._wake = asyncio.Event()
+        """Set when a frame or an event is queued: the writer's one wake-up source."""
+        self.subscription.wake = self._wake
 
     def add_topic(self, topic: str) -> None:
         self.subscription.add_topic(topic)
@@ -94,6 +97,7 @@ class LiveConnection:
     def send(self, frame: dict[str, Any]) -> None:
         """Queue a frame that is not an event (ack, error, snapshot)."""
         self._direct.put_nowait(frame)
+        self._wake.set()
 
     async def send_now(self, frame: dict[str, Any]) -> None:
         await self.ws.send(json.dumps(frame, ensure_ascii=False))
@@ -127,22 +131,10 @@ class LiveConnection:
         a busy connection costs one loop round per burst, not per frame."""
         try:
             while True:
-                direct = asyncio.ensure_future(self._direct.get())
-                live = asyncio.ensure_future(self.subscription.get())
-                try:
-                    done, _ = await asyncio.wait(
-                        {direct, live}, return_when=asyncio.FIRST_COMPLETED
-                    )
-                finally:  # also when this writer is cancelled: no orphaned waiters
-                    for task in (direct, live):
-                        if not task.done():
-                            task.cancel()
-                if direct in done:
-                    await self.send_now(direct.result())
+                await self._wake.wait()
+                self._wake.clear()  # what is queued from here on sets it again
                 while not self._direct.empty():
                     await self.send_now(self._direct.get_nowait())
-                if live in done:
-                    await self._deliver(live.result())
                 while not self.subscription.queue.empty():
                     await self._deliver(self.subscription.queue.get_nowait())
                 if self.subscription.overflowed:

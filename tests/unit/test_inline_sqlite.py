@@ -22,11 +22,11 @@ TABLE = sa.Table(
 
 
 @pytest.fixture
-def engine(tmp_path: Path):  # type: ignore[no-untyped-def]
+async def engine(tmp_path: Path):  # type: ignore[no-untyped-def]
     engine = inline_sqlite_engine(f"sqlite:///{tmp_path / 'items.db'}", busy_timeout_s=1.0)
     TABLE.metadata.create_all(engine.sync_engine)
     yield engine
-    engine.sync_engine.dispose()
+    await engine.dispose()
 
 
 async def test_results_stay_readable_after_the_connection_is_returned(engine) -> None:  # type: ignore[no-untyped-def]
@@ -60,6 +60,20 @@ async def test_a_nested_transaction_fails_at_once_instead_of_deadlocking(engine)
     async with engine.begin():
         with pytest.raises(sa.exc.TimeoutError):
             await nested()
+
+
+async def test_reads_see_what_other_connections_wrote_since(engine) -> None:  # type: ignore[no-untyped-def]
+    async with engine.connect() as db:
+        assert (await db.execute(sa.select(sa.func.count()).select_from(TABLE))).scalar() == 0
+        assert db.sync_connection.in_transaction()
+    assert not engine._connection.in_transaction(), "a read leaves no snapshot open"
+    other = sa.create_engine(engine.sync_engine.url)
+    with other.begin() as connection:  # e.g. `handoff agents` in another process
+        connection.execute(TABLE.insert(), {"name": "from elsewhere"})
+    other.dispose()
+    async with engine.connect() as db:
+        names = (await db.execute(sa.select(TABLE.c.name))).scalars().all()
+    assert names == ["from elsewhere"]
 
 
 def test_rasa_trackers_get_their_own_sqlite_file() -> None:
