@@ -12,10 +12,19 @@ a transaction is one uninterrupted piece of loop time.
 runs the statement at once and returns a buffered result. Callers must not await anything
 but ``execute`` inside a transaction: the single connection would be needed twice, which
 raises at once (pool timeout 0) instead of deadlocking the loop.
+
+SQLite's automatic WAL checkpoint would run inside the commit that crosses 1,000 pages, with
+its fsync, stalling the loop for milliseconds; it is off on the inline connection, and a
+:class:`Checkpointer` thread copies the WAL back into the database every
+:data:`CHECKPOINT_INTERVAL_S` on a connection of its own (PASSIVE: it never waits for or
+blocks a writer).
 """
 
 from __future__ import annotations
 
+import logging
+import sqlite3
+import threading
 from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager, contextmanager
 from typing import Any
@@ -23,7 +32,45 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection, Engine, Result
 
-__all__ = ["InlineConnection", "InlineEngine", "inline_sqlite_engine"]
+__all__ = [
+    "CHECKPOINT_INTERVAL_S",
+    "Checkpointer",
+    "InlineConnection",
+    "InlineEngine",
+    "inline_sqlite_engine",
+]
+
+CHECKPOINT_INTERVAL_S = 1.0
+"""How often the WAL is copied back into the database file, off the loop."""
+
+logger = logging.getLogger(__name__)
+
+
+class Checkpointer:
+    """A daemon thread running ``PRAGMA wal_checkpoint(PASSIVE)`` on the file ``path``."""
+
+    def __init__(self, path: str, interval_s: float = CHECKPOINT_INTERVAL_S) -> None:
+        self.path = path
+        self.interval_s = interval_s
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="sqlite-checkpoint", daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        connection = sqlite3.connect(self.path, timeout=1.0, check_same_thread=False)
+        try:
+            while not self._stop.wait(self.interval_s):
+                try:
+                    connection.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchall()
+                except sqlite3.Error as error:  # e.g. the file was removed; try again later
+                    logger.warning("WAL checkpoint of %s failed: %s", self.path, error)
+        finally:
+            connection.close()
+
+    def stop(self) -> None:
+        """Stop and wait for the thread (after a last checkpoint round, if one is running)."""
+        self._stop.set()
+        self._thread.join(timeout=5)
 
 
 class InlineConnection:
@@ -47,9 +94,10 @@ class InlineEngine:
     Its one connection stays checked out between transactions: taking it from the pool and
     giving it back (with the pool's reset) cost more than a typical transaction of ours."""
 
-    def __init__(self, engine: Engine) -> None:
+    def __init__(self, engine: Engine, checkpointer: Checkpointer | None = None) -> None:
         self.sync_engine = engine
         self.dialect = engine.dialect
+        self.checkpointer = checkpointer
         self._connection: Connection | None = None
         self._in_use = False
 
@@ -84,6 +132,8 @@ class InlineEngine:
                     connection.rollback()
 
     async def dispose(self) -> None:
+        if self.checkpointer is not None:
+            self.checkpointer.stop()
         if self._connection is not None:
             self._connection.close()
             self._connection = None
@@ -93,6 +143,8 @@ class InlineEngine:
 def inline_sqlite_engine(database_url: str, busy_timeout_s: float) -> InlineEngine:
     """One SQLite connection (WAL, ``synchronous=NORMAL``, foreign keys, busy timeout) used
     inline on the caller's thread."""
+    database = sa.engine.make_url(database_url).database
+    file = database if database and database != ":memory:" else None
     engine = sa.create_engine(
         database_url,
         connect_args={"timeout": busy_timeout_s, "check_same_thread": False},
@@ -110,6 +162,8 @@ def inline_sqlite_engine(database_url: str, busy_timeout_s: float) -> InlineEngi
         cursor.execute("PRAGMA synchronous=NORMAL")
         cursor.execute(f"PRAGMA busy_timeout={int(busy_timeout_s * 1000)}")
         cursor.execute("PRAGMA foreign_keys=ON")
+        if file:
+            cursor.execute("PRAGMA wal_autocheckpoint=0")  # the Checkpointer's job
         cursor.close()
 
-    return InlineEngine(engine)
+    return InlineEngine(engine, Checkpointer(file) if file else None)

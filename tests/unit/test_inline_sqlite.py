@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import sqlite3
 import threading
 from pathlib import Path
 
@@ -11,7 +12,7 @@ import sqlalchemy as sa
 
 from handoff.assistant.rasa_thread import RasaWorker
 from handoff.assistant.tracker_store import tracker_database_url
-from handoff.storage.inline_sqlite import inline_sqlite_engine
+from handoff.storage.inline_sqlite import Checkpointer, inline_sqlite_engine
 
 TABLE = sa.Table(
     "items",
@@ -74,6 +75,33 @@ async def test_reads_see_what_other_connections_wrote_since(engine) -> None:  # 
     async with engine.connect() as db:
         names = (await db.execute(sa.select(TABLE.c.name))).scalars().all()
     assert names == ["from elsewhere"]
+
+
+async def test_the_wal_is_checkpointed_off_the_loop(tmp_path: Path) -> None:
+    path = tmp_path / "wal.db"
+    engine = inline_sqlite_engine(f"sqlite:///{path}", busy_timeout_s=1.0)
+    assert engine.checkpointer is not None
+    engine.checkpointer.stop()  # the default interval is 1 s; use a fast one
+    engine.checkpointer = Checkpointer(str(path), interval_s=0.02)
+    TABLE.metadata.create_all(engine.sync_engine)
+    try:
+        async with engine.connect() as db:
+            pragma = await db.execute(sa.text("PRAGMA wal_autocheckpoint"))
+            assert pragma.scalar() == 0, "no checkpoint inside a commit on the loop"
+        for i in range(50):
+            async with engine.begin() as db:
+                await db.execute(TABLE.insert(), {"name": f"n{i}"})
+        # The database file itself (read ignoring the WAL) gets the rows from the thread.
+        for _ in range(100):
+            with sqlite3.connect(f"file:{path}?immutable=1", uri=True) as raw:
+                tables = raw.execute("SELECT name FROM sqlite_master").fetchall()
+                count = raw.execute("SELECT count(*) FROM items").fetchone()[0] if tables else 0
+            if count == 50:
+                break
+            await asyncio.sleep(0.02)
+        assert count == 50
+    finally:
+        await engine.dispose()
 
 
 def test_rasa_trackers_get_their_own_sqlite_file() -> None:
