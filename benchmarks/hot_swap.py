@@ -17,6 +17,10 @@ new model) and "after"; with the swap's duration, the peak resident memory of th
 assistant workers during the swap, and every message not answered by the bot (handed off,
 refused, or no answer at all).
 
+With --handed-off N, N more conversations are handed off and claimed first, and each sends a
+message at 1 msg/s that its agent answers at once, during the whole run; their relay latency
+(both ways) is reported over the whole run, the swap included.
+
 It runs once per --assistant-workers value (default 0 and 1: the model in the server process,
 or one worker process), and with --checkout once more on that checkout's server (e.g. the
 previous main in a ``git worktree``), in turns for --rounds rounds:
@@ -50,6 +54,7 @@ from websockets.exceptions import ConnectionClosed
 
 from benchmarks.rasa_server import newest_model
 from benchmarks.relay_latency import percentile
+from benchmarks.relay_load import Load, Phase, create_agents, phase_result
 from benchmarks.server_process import free_port, rss_with_children, running_server
 
 __all__ = [
@@ -66,6 +71,8 @@ TEXTS = ("hello", "what is my balance")
 WINDOWS = ("warmup", "before", "during", "after")
 MIB = 1024 * 1024
 HEALTH_POLL_S = 0.2
+RELAY_FOR_S = 3600.0
+"""The handed-off conversations' phase length: longer than any run (it is cut off at the end)."""
 
 
 class Sample(NamedTuple):
@@ -245,6 +252,19 @@ async def measure(
         args.rate,
         args.messages_per_conversation,
     )
+    relay: Load | None = None
+    relaying: asyncio.Task[Phase] | None = None
+    if args.handed_off:
+        # Handed-off conversations at 1 msg/s, each answered by its agent at once, for the
+        # whole run (the phase is cut off when the bot traffic stops).
+        relay = Load(base, args.agents)
+        await relay.connect_agents(
+            await asyncio.to_thread(create_agents, database_url, base, args.agents)
+        )
+        await relay.open_until(args.handed_off)
+        relaying = asyncio.create_task(
+            relay.run_phase(args.handed_off, 1.0, RELAY_FOR_S, args.drain, RELAY_FOR_S)
+        )
     start = time.perf_counter() + 0.5
     users = [asyncio.create_task(traffic.user(i, start, args.drain)) for i in range(args.users)]
     warmup_end = start + args.warmup
@@ -275,6 +295,12 @@ async def measure(
     await asyncio.sleep(args.after)
     traffic.stopping.set()
     await asyncio.gather(*users)
+    handed_off: dict[str, Any] | None = None
+    if relay is not None and relaying is not None:
+        assert relay.phase is not None
+        relay.phase.cut_off = True  # stop sending; what was sent is still checked
+        handed_off = phase_result(await relaying, 1.0, 100.0)
+        await relay.close()
     after_health = await asyncio.to_thread(health, base)
     windows = split_by_window(traffic.samples(), warmup_end, promoted, switched)
     not_answered = [
@@ -294,6 +320,7 @@ async def measure(
         "windows": {name: window_summary(samples) for name, samples in windows.items()},
         "send_lag_p99_ms": percentile(sorted(traffic.send_lag_ms), 0.99),
         "not_answered": not_answered,
+        "handed_off": handed_off,
     }
 
 
@@ -395,6 +422,14 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--drain", type=float, default=30, help="wait up to this for missing answers (30 s)"
     )
+    parser.add_argument(
+        "--handed-off",
+        type=int,
+        default=0,
+        help="also this many handed-off conversations at 1 msg/s, each answered by an agent, "
+        "during the whole run (default 0); their relay latency is reported for the whole run",
+    )
+    parser.add_argument("--agents", type=int, default=10, help="agents answering them (default 10)")
     parser.add_argument("--port", type=int, help="server port (default: a free one)")
     parser.add_argument(
         "--model", type=Path, default=ROOT / "models", help="model (or folder: newest) to serve"
@@ -421,6 +456,20 @@ def main() -> int:
             print(f"== round {round_number}: {variant.label}", flush=True)
             runs.append({"round": round_number, **run_variant(args, variant, source)})
     print_table(runs)
+    for run in runs:
+        relay = run.get("handed_off")
+        if relay:
+            there, back = relay["user_to_agent"], relay["agent_to_user"]
+            print(
+                f"{run['variant']} round {run['round']}: {relay['conversations']} handed-off "
+                f"conversations, {relay['messages']} messages over the whole run: user -> agent "
+                f"{there.get('median_ms', 0):.1f} / {there.get('p99_ms', 0):.1f} / "
+                f"{there.get('max_ms', 0):.1f} ms, agent -> user {back.get('median_ms', 0):.1f} / "
+                f"{back.get('p99_ms', 0):.1f} / {back.get('max_ms', 0):.1f} ms (median / p99 / "
+                f"max); lost {relay['lost_to_agent'] + relay['lost_to_user']}, duplicated "
+                f"{relay['duplicated_to_agent'] + relay['duplicated_to_user']}",
+                flush=True,
+            )
     for run in runs:
         for item in run["not_answered"]:
             print(f"not answered ({run['variant']}, round {run['round']}): {item}")
