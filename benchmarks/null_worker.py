@@ -12,7 +12,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import signal
-import socket
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -20,8 +19,7 @@ from typing import Any
 
 from handoff.assistant.interface import ModelInfo
 from handoff.assistant.tracker_changes import TrackerChange
-from handoff.assistant.worker_process import WorkerServer, ready_frame
-from handoff.assistant.worker_protocol import write_frame
+from handoff.assistant.worker_process import connect, serve_ready
 
 __all__ = ["NullAssistant", "main"]
 
@@ -62,11 +60,8 @@ class NullAssistant:
 
 
 async def _run(fd: int, model: Path) -> int:
-    reader, writer = await asyncio.open_unix_connection(sock=socket.socket(fileno=fd))
-    assistant = NullAssistant(model)
-    write_frame(writer, ready_frame(assistant))
-    await writer.drain()
-    await WorkerServer(assistant, writer).serve(reader)
+    reader, writer = await connect(fd)
+    await serve_ready(NullAssistant(model), reader, writer)
     writer.close()
     return 0
 

@@ -34,7 +34,16 @@ from handoff.assistant.worker_protocol import (
 from handoff.operator_output import quiet_dependencies, quiet_library_loggers
 from handoff.settings import PROJECT_ROOT
 
-__all__ = ["EXIT_LOAD_FAILED", "NICENESS", "WorkerServer", "main", "ready_frame"]
+__all__ = [
+    "EXIT_LOAD_FAILED",
+    "NICENESS",
+    "WorkerServer",
+    "connect",
+    "main",
+    "ready_frame",
+    "say_failed",
+    "serve_ready",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -119,6 +128,27 @@ class WorkerServer:
             write_frame(self.writer, message)
 
 
+async def connect(fd: int) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
+    """Streams over the socket the server handed this worker as file descriptor ``fd``."""
+    return await asyncio.open_unix_connection(sock=socket.socket(fileno=fd))
+
+
+async def say_failed(writer: asyncio.StreamWriter, why: str) -> None:
+    """Tell the server this worker could not load its model (then exit with
+    :data:`EXIT_LOAD_FAILED`)."""
+    write_frame(writer, {"id": 0, "failed": why})
+    await writer.drain()
+
+
+async def serve_ready(
+    assistant: Any, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
+) -> None:
+    """Say ``ready`` for ``assistant``, then answer requests until shutdown or end of stream."""
+    write_frame(writer, ready_frame(assistant))
+    await writer.drain()
+    await WorkerServer(assistant, writer).serve(reader)
+
+
 def ready_frame(assistant: Any) -> dict[str, Any]:
     """The frame that says the worker serves ``assistant``'s model."""
     info = assistant.info
@@ -136,8 +166,7 @@ def ready_frame(assistant: Any) -> dict[str, Any]:
 
 
 async def _run(args: argparse.Namespace) -> int:
-    sock = socket.socket(fileno=args.fd)
-    reader, writer = await asyncio.open_unix_connection(sock=sock)
+    reader, writer = await connect(args.fd)
     from handoff.assistant.heap import freeze_heap
     from handoff.assistant.rasa_assistant import Assistant, redis_lock_store
 
@@ -151,13 +180,10 @@ async def _run(args: argparse.Namespace) -> int:
         await assistant.parse("hello")  # the first prediction builds TensorFlow's functions
     except Exception as error:
         logger.exception("Could not load the model from %s", args.model)
-        write_frame(writer, {"id": 0, "failed": f"{type(error).__name__}: {error}"})
-        await writer.drain()
+        await say_failed(writer, f"{type(error).__name__}: {error}")
         return EXIT_LOAD_FAILED
     freeze_heap()
-    write_frame(writer, ready_frame(assistant))
-    await writer.drain()
-    await WorkerServer(assistant, writer).serve(reader)
+    await serve_ready(assistant, reader, writer)
     await assistant.close()
     writer.close()
     return 0

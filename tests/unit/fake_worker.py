@@ -30,7 +30,6 @@ import asyncio
 import dataclasses
 import json
 import os
-import socket
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -38,8 +37,7 @@ from typing import Any
 
 from handoff.assistant.interface import ModelInfo
 from handoff.assistant.tracker_changes import TrackerChange
-from handoff.assistant.worker_process import EXIT_LOAD_FAILED, WorkerServer, ready_frame
-from handoff.assistant.worker_protocol import write_frame
+from handoff.assistant.worker_process import EXIT_LOAD_FAILED, connect, say_failed, serve_ready
 from handoff.core.triggers import FALLBACK_INTENT
 from tests.unit.fake_assistant import FALLBACK_THRESHOLD, FakeAssistant
 
@@ -182,12 +180,10 @@ def _loads(model: Path) -> bool:
 
 
 async def _run(args: argparse.Namespace) -> int:
-    sock = socket.socket(fileno=args.fd)
-    reader, writer = await asyncio.open_unix_connection(sock=sock)
+    reader, writer = await connect(args.fd)
     model: Path = args.model
     if not _loads(model):
-        write_frame(writer, {"id": 0, "failed": f"scripted load failure of {model.name}"})
-        await writer.drain()
+        await say_failed(writer, f"scripted load failure of {model.name}")
         writer.close()
         await writer.wait_closed()
         return EXIT_LOAD_FAILED
@@ -198,9 +194,7 @@ async def _run(args: argparse.Namespace) -> int:
             return 0
         await asyncio.sleep(0.01)
     assistant = WorkerAssistant(model, args.fallback_threshold, state)
-    write_frame(writer, ready_frame(assistant))
-    await writer.drain()
-    await WorkerServer(assistant, writer).serve(reader)
+    await serve_ready(assistant, reader, writer)
     writer.close()
     await writer.wait_closed()
     return 0
