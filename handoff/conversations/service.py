@@ -50,7 +50,14 @@ from handoff.realtime.hub import Hub, ephemeral_event
 from handoff.realtime.locks import ConversationLocks, RedisConversationLocks
 from handoff.realtime.presence import Presence
 from handoff.storage.learning_store import LearningStore
-from handoff.storage.records import Agent, ConcurrentUpdate, Event, Message, StoredConversation
+from handoff.storage.records import (
+    Agent,
+    ConcurrentUpdate,
+    Event,
+    Message,
+    NewEvent,
+    StoredConversation,
+)
 from handoff.storage.store import Store
 
 __all__ = ["ActionError", "ConversationService", "UserMessageResult"]
@@ -150,6 +157,22 @@ class ConversationService:
         """
         async with self._lock(conversation_id):
             stored = await self.store.conversation(conversation_id)
+            command = UserSaid(text)
+            after, effects = transition(stored.conversation, command)
+            plans: list[Plan] = []
+
+            def relay_events(message: Message) -> list[NewEvent]:
+                todo = plan(
+                    effects,
+                    Circumstances(
+                        conversation_id, command, client_id=client_id, message=message_view(message)
+                    ),
+                )
+                plans.append(todo)
+                # A relayed message's events go in the message's own transaction; a bot
+                # turn's come after the bot's answers.
+                return [] if todo.bot_answers else todo.events
+
             message, created, events = await self.store.add_message(
                 conversation_id,
                 "user",
@@ -157,22 +180,16 @@ class ConversationService:
                 handoff_id=stored.handoff_id,
                 client_message_id=client_id,
                 events=[user_event(conversation_id, "ack", id=client_id)],
+                events_for=relay_events,
             )
             if not created:
                 return UserMessageResult(message, duplicate=True)
             await self._publish(events)
-            command = UserSaid(text)
-            after, effects = transition(stored.conversation, command)
-            todo = plan(
-                effects,
-                Circumstances(
-                    conversation_id, command, client_id=client_id, message=message_view(message)
-                ),
-            )
+            (todo,) = plans
             if todo.bot_answers:
                 await self._bot_turn(stored, after, message, client_id, channel)
-            if todo.events:
-                await self._publish(await self.store.append_events(todo.events))
+                if todo.events:
+                    await self._publish(await self.store.append_events(todo.events))
             if todo.record_while_paused:
                 # NLU after the relay (the agent already has the text), in tracker order.
                 agent_id = stored.conversation.agent_id
@@ -398,12 +415,11 @@ class ConversationService:
                 client_message_id=client_id,
                 response_name=response_name,
                 events=todo.events,
+                first_reply_of=stored.handoff_id,
             )
             if not created:
                 return False
             await self._publish(events)
-            if stored.handoff_id is not None:
-                await self.store.mark_first_agent_reply(stored.handoff_id, time.time())
             self._append_to_tracker(conversation_id, todo.tracker)
             return True
 

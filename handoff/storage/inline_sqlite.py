@@ -25,9 +25,9 @@ from __future__ import annotations
 import logging
 import sqlite3
 import threading
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Iterator, Sequence
 from contextlib import asynccontextmanager, contextmanager
-from typing import Any
+from typing import Any, cast
 
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection, Engine, Result
@@ -74,11 +74,19 @@ class Checkpointer:
 
 
 class InlineConnection:
-    """A connection whose ``execute`` is synchronous behind an ``async`` signature."""
+    """A connection whose ``execute`` is synchronous behind an ``async`` signature.
+
+    :meth:`run` skips SQLAlchemy for the few statements the relay runs per message."""
 
     def __init__(self, connection: Connection) -> None:
         self.sync_connection = connection
         self.dialect = connection.dialect
+
+    def run(self, sql: str, parameters: Sequence[Any] = ()) -> sqlite3.Cursor:
+        """Run SQLite SQL with ``?`` parameters on the driver's connection, in this
+        transaction. Values go in and come out as the driver has them (JSON as text)."""
+        dbapi = self.sync_connection.connection.driver_connection
+        return cast(sqlite3.Connection, dbapi).execute(sql, parameters)
 
     async def execute(self, statement: Any, parameters: Any = None) -> Result:
         result = self.sync_connection.execute(statement, parameters)

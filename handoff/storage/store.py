@@ -9,8 +9,10 @@ timeout; PostgreSQL works by URL. Accounts and sessions live in :mod:`.accounts`
 
 from __future__ import annotations
 
+import json
+import sqlite3
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any, cast
 
 import sqlalchemy as sa
@@ -20,7 +22,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_en
 from handoff.core.routing import Conversation, State
 from handoff.storage import schema
 from handoff.storage.accounts import Accounts
-from handoff.storage.inline_sqlite import inline_sqlite_engine
+from handoff.storage.inline_sqlite import InlineConnection, inline_sqlite_engine
 from handoff.storage.records import (
     ConcurrentUpdate,
     Event,
@@ -222,11 +224,18 @@ class Store(Accounts):
         client_message_id: str | None = None,
         response_name: str | None = None,
         events: Sequence[NewEvent] = (),
+        events_for: Callable[[Message], Sequence[NewEvent]] | None = None,
+        first_reply_of: int | None = None,
     ) -> tuple[Message, bool, list[Event]]:
-        """Store a message and its events; return (message, created, events).
+        """Store a message and its events in one transaction; return (message, created,
+        events).
 
-        With a ``client_message_id`` already stored for this conversation and sender, nothing
-        is written and the earlier message comes back with ``created=False``.
+        ``events`` get the new message's id as ``message_id``; ``events_for(message)``, called
+        once the message is stored, gives more events that need the whole message (written
+        after ``events``). ``first_reply_of``: the handoff whose first agent reply this may be
+        (as :meth:`mark_first_agent_reply`). With a ``client_message_id`` already stored for
+        this conversation and sender, nothing is written and the earlier message comes back
+        with ``created=False``.
         """
         now = time.time()
         async with self.engine.begin() as db:
@@ -248,11 +257,10 @@ class Store(Accounts):
                 "created_at": now,
             }
             try:
-                result = await db.execute(_INSERT_MESSAGE, values)
+                message_id = await _insert_message(db, values)
             except sa.exc.IntegrityError:
                 existing = None
             else:
-                message_id = int(result.inserted_primary_key[0])
                 enriched = [
                     NewEvent(
                         e.audience,
@@ -263,8 +271,13 @@ class Store(Accounts):
                     )
                     for e in events
                 ]
+                message = Message(id=message_id, **values)
+                if events_for is not None:
+                    enriched.extend(events_for(message))
                 written = [await _append_event(db, event, now) for event in enriched]
-                return Message(id=message_id, **values), True, written
+                if first_reply_of is not None:
+                    await _mark_first_agent_reply(db, first_reply_of, now)
+                return message, True, written
         # Lost a race against the same client id (another process): return the stored one.
         assert client_message_id is not None
         stored = await self._message_by_client_id(conversation_id, sender, client_message_id)
@@ -287,9 +300,7 @@ class Store(Accounts):
     ) -> list[Event]:
         now = time.time()
         async with self.engine.begin() as db:
-            await db.execute(
-                _SET_INTENT_RANKING, {"b_message_id": message_id, "b_ranking": ranking}
-            )
+            await _set_intent_ranking(db, message_id, ranking)
             return [await _append_event(db, event, now) for event in events]
 
     async def messages(self, conversation_id: str) -> list[Message]:
@@ -323,7 +334,7 @@ class Store(Accounts):
     async def mark_first_agent_reply(self, handoff_id: int, at: float) -> None:
         """Record the time of a handoff's first agent reply (later calls change nothing)."""
         async with self.engine.begin() as db:
-            await db.execute(_MARK_FIRST_AGENT_REPLY, {"b_handoff_id": handoff_id, "b_at": at})
+            await _mark_first_agent_reply(db, handoff_id, at)
 
     async def queue(self) -> list[QueuedConversation]:
         """Queued conversations, oldest first, each with its last user message (two queries)."""
@@ -413,16 +424,83 @@ async def _exists(db: AsyncConnection, conversation_id: str) -> bool:
     return (await db.execute(query)).first() is not None
 
 
+# The relay path on the inline SQLite connection: the same statements as SQL text on the
+# driver's cursor. SQLAlchemy's execute (compiling, caching, parameter and result processing)
+# cost several times the statement itself there. JSON columns are stored as SQLAlchemy
+# stores them (json.dumps, so None is 'null').
+def _columns(table: sa.Table) -> list[str]:
+    return [column.name for column in table.c]
+
+
+def _insert_sql(table: sa.Table, columns: Sequence[str]) -> str:
+    marks = ", ".join("?" for _ in columns)
+    return f"INSERT INTO {table.name} ({', '.join(columns)}) VALUES ({marks})"
+
+
+_CONVERSATION_COLUMNS = _columns(schema.conversations)
+_MESSAGE_COLUMNS = _columns(schema.messages)
+_MESSAGE_VALUES = [name for name in _MESSAGE_COLUMNS if name != "id"]
+_EVENT_VALUES = ["audience", "conversation_id", "agent_id", "type", "payload", "created_at"]
+_SQL_SELECT_CONVERSATION = (
+    f"SELECT {', '.join(_CONVERSATION_COLUMNS)} FROM conversations WHERE id = ?"
+)
+_SQL_SELECT_MESSAGE_BY_CLIENT_ID = (
+    f"SELECT {', '.join(_MESSAGE_COLUMNS)} FROM messages"
+    " WHERE conversation_id = ? AND sender = ? AND client_message_id = ?"
+)
+_SQL_INSERT_MESSAGE = _insert_sql(schema.messages, _MESSAGE_VALUES)
+_SQL_INSERT_EVENT = _insert_sql(schema.events, _EVENT_VALUES)
+_SQL_SET_INTENT_RANKING = "UPDATE messages SET intent_ranking = ? WHERE id = ?"
+_SQL_MARK_FIRST_AGENT_REPLY = (
+    "UPDATE handoffs SET first_agent_reply_at = ? WHERE id = ? AND first_agent_reply_at IS NULL"
+)
+
+
+def _inline(db: AsyncConnection) -> InlineConnection | None:
+    return db if isinstance(db, InlineConnection) else None
+
+
+def _stored_from_values(values: dict[str, Any]) -> StoredConversation:
+    return StoredConversation(
+        conversation=Conversation(
+            id=values["id"],
+            state=State(values["state"]),
+            agent_id=values["agent_id"],
+            handoff_reason=values["handoff_reason"],
+        ),
+        version=values["version"],
+        handoff_id=values["handoff_id"],
+        fallback_streak=values["fallback_streak"],
+        updated_at=values["updated_at"],
+    )
+
+
 async def _load_conversation(db: AsyncConnection, conversation_id: str) -> StoredConversation:
-    row = (await db.execute(_SELECT_CONVERSATION, {"b_conversation_id": conversation_id})).first()
-    if row is None:
+    if inline := _inline(db):
+        raw = inline.run(_SQL_SELECT_CONVERSATION, (conversation_id,)).fetchone()
+        row = dict(zip(_CONVERSATION_COLUMNS, raw, strict=True)) if raw else None
+        if row is None:
+            return StoredConversation(Conversation(conversation_id), 0, None, 0, 0.0)
+        return _stored_from_values(row)
+    found = (await db.execute(_SELECT_CONVERSATION, {"b_conversation_id": conversation_id})).first()
+    if found is None:
         return StoredConversation(Conversation(conversation_id), 0, None, 0, 0.0)
-    return stored_from_row(row)
+    return stored_from_row(found)
 
 
 async def _message_by_client_id(
     db: AsyncConnection, conversation_id: str, sender: str, client_message_id: str
 ) -> Message | None:
+    if inline := _inline(db):
+        raw = inline.run(
+            _SQL_SELECT_MESSAGE_BY_CLIENT_ID, (conversation_id, sender, client_message_id)
+        ).fetchone()
+        if raw is None:
+            return None
+        values = dict(zip(_MESSAGE_COLUMNS, raw, strict=True))
+        ranking = values["intent_ranking"]
+        values["intent_ranking"] = None if ranking is None else json.loads(ranking)
+        return Message(**values)
     parameters = {
         "b_conversation_id": conversation_id,
         "b_sender": sender,
@@ -432,29 +510,70 @@ async def _message_by_client_id(
     return message_from_row(row) if row else None
 
 
+async def _insert_message(db: AsyncConnection, values: dict[str, Any]) -> int:
+    """Insert a message row; raises ``sa.exc.IntegrityError`` on a duplicate client id."""
+    if inline := _inline(db):
+        row = [values[name] for name in _MESSAGE_VALUES]
+        row[_MESSAGE_VALUES.index("intent_ranking")] = json.dumps(values["intent_ranking"])
+        try:
+            return int(inline.run(_SQL_INSERT_MESSAGE, row).lastrowid or 0)
+        except sqlite3.IntegrityError as error:
+            raise sa.exc.IntegrityError(_SQL_INSERT_MESSAGE, row, error) from error
+    result = await db.execute(_INSERT_MESSAGE, values)
+    return int(result.inserted_primary_key[0])
+
+
+async def _set_intent_ranking(
+    db: AsyncConnection, message_id: int, ranking: list[dict[str, Any]]
+) -> None:
+    if inline := _inline(db):
+        inline.run(_SQL_SET_INTENT_RANKING, (json.dumps(ranking), message_id))
+        return
+    await db.execute(_SET_INTENT_RANKING, {"b_message_id": message_id, "b_ranking": ranking})
+
+
+async def _mark_first_agent_reply(db: AsyncConnection, handoff_id: int, at: float) -> None:
+    if inline := _inline(db):
+        inline.run(_SQL_MARK_FIRST_AGENT_REPLY, (at, handoff_id))
+        return
+    await db.execute(_MARK_FIRST_AGENT_REPLY, {"b_handoff_id": handoff_id, "b_at": at})
+
+
 EVENT_ORDER_LOCK = 0x68616E64  # "hand"
 """PostgreSQL advisory lock that makes event ids commit in increasing order."""
 
 
 async def _append_event(db: AsyncConnection, event: NewEvent, now: float) -> Event:
-    if db.dialect.name == "postgresql":
-        # Transactions that write events take turns until they commit, so an event id is
-        # visible only after every smaller one: a client reading "events after my cursor"
-        # can never skip one that commits late. (SQLite has one writer anyway.)
-        await db.execute(sa.select(sa.func.pg_advisory_xact_lock(EVENT_ORDER_LOCK)))
-    result = await db.execute(
-        _INSERT_EVENT,
-        {
-            "audience": event.audience,
-            "conversation_id": event.conversation_id,
-            "agent_id": event.agent_id,
-            "type": event.type,
-            "payload": event.payload,
-            "created_at": now,
-        },
-    )
+    if inline := _inline(db):
+        values = (
+            event.audience,
+            event.conversation_id,
+            event.agent_id,
+            event.type,
+            json.dumps(event.payload),
+            now,
+        )
+        event_id = int(inline.run(_SQL_INSERT_EVENT, values).lastrowid or 0)
+    else:
+        if db.dialect.name == "postgresql":
+            # Transactions that write events take turns until they commit, so an event id is
+            # visible only after every smaller one: a client reading "events after my cursor"
+            # can never skip one that commits late. (SQLite has one writer anyway.)
+            await db.execute(sa.select(sa.func.pg_advisory_xact_lock(EVENT_ORDER_LOCK)))
+        result = await db.execute(
+            _INSERT_EVENT,
+            {
+                "audience": event.audience,
+                "conversation_id": event.conversation_id,
+                "agent_id": event.agent_id,
+                "type": event.type,
+                "payload": event.payload,
+                "created_at": now,
+            },
+        )
+        event_id = int(result.inserted_primary_key[0])
     return Event(
-        id=int(result.inserted_primary_key[0]),
+        id=event_id,
         audience=event.audience,
         conversation_id=event.conversation_id,
         agent_id=event.agent_id,

@@ -41,6 +41,15 @@ async def test_store_on_postgresql(postgres_url: str) -> None:
         )
         assert (created, created_again) == (True, False)
         assert again.id == first.id
+        _, _, relayed = await store.add_message(
+            "c1",
+            "agent",
+            "hello",
+            handoff_id=stored.handoff_id,
+            events_for=lambda m: [NewEvent("agents", "echo", {"text": m.text}, "c1")],
+            first_reply_of=stored.handoff_id,
+        )
+        assert [e.payload for e in relayed] == [{"text": "hello"}]
         assert [e.type for e in await store.user_events_after("c1", 0)] == ["handoff"]
     finally:
         await store.close()
