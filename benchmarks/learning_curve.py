@@ -41,8 +41,12 @@ from typing import Any, NamedTuple
 
 import yaml
 
+from handoff.core.triggers import FALLBACK_INTENT as FALLBACK
 from handoff.core.triggers import HandoffPolicy, decide, top_intent
 from handoff.learning.export import ApprovedExample, ExistingData, build_export, normalize
+from handoff.learning.operating_point import Prediction as OperatingPrediction
+from handoff.learning.operating_point import automated as passes_fallback
+from handoff.learning.operating_point import operating_point
 
 ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_DATA = ROOT.parent / "shared" / "datasets" / "clinc150" / "data_full.json"
@@ -50,6 +54,7 @@ DEFAULT_DATA = ROOT.parent / "shared" / "datasets" / "clinc150" / "data_full.jso
 DEFAULT_DOMAINS = ("banking", "credit_cards")
 PIPELINES = {
     "default": ROOT / "bot" / "config.yml",
+    "diet": ROOT / "bot" / "config-diet.yml",
     "sentence-encoder": ROOT / "bot" / "config-sentence-encoder.yml",
 }
 OOS_LABEL = "oos"
@@ -350,6 +355,14 @@ def diet_epochs(config: Mapping[str, Any]) -> int | None:
     return None
 
 
+def ambiguity_threshold(config: Mapping[str, Any]) -> float:
+    """The FallbackClassifier's ambiguity threshold (Rasa's default 0.1 if unset)."""
+    for component in config.get("pipeline") or []:
+        if str(component.get("name", "")).endswith("FallbackClassifier"):
+            return float(component.get("ambiguity_threshold", 0.1))
+    raise ValueError("the pipeline has no FallbackClassifier")
+
+
 def fallback_threshold(config: Mapping[str, Any]) -> float:
     """The FallbackClassifier threshold of an NLU config (Rasa's default 0.3 if unset)."""
     for component in config.get("pipeline") or []:
@@ -367,10 +380,69 @@ class Prediction(NamedTuple):
     predicted: str | None
     """The best real intent (what the bot would answer)."""
     handed_off: bool
+    confidence: float = 0.0
+    """The best real intent's confidence."""
+    runner_up: float | None = None
+    """The second real intent's confidence."""
+    policy_handoff: bool = False
+    """Handed off whatever the threshold (an always-human or request intent, a per-intent
+    threshold)."""
+
+
+def without_fallback(parse_data: Mapping[str, Any]) -> dict[str, Any]:
+    """The parse as if there were no FallbackClassifier: its pseudo-intent removed."""
+    ranking = [c for c in parse_data.get("intent_ranking") or [] if c.get("name") != FALLBACK]
+    intent = ranking[0] if ranking else parse_data.get("intent") or {}
+    return {**parse_data, "intent": intent, "intent_ranking": ranking}
 
 
 def predict(truth: str | None, parse_data: Mapping[str, Any], policy: HandoffPolicy) -> Prediction:
-    return Prediction(truth, top_intent(parse_data)[0], handed_off(parse_data, policy))
+    plain = without_fallback(parse_data)
+    ranking = plain["intent_ranking"]
+    return Prediction(
+        truth,
+        top_intent(parse_data)[0],
+        handed_off(parse_data, policy),
+        float(ranking[0].get("confidence") or 0.0) if ranking else 0.0,
+        float(ranking[1].get("confidence") or 0.0) if len(ranking) > 1 else None,
+        handed_off(plain, policy),
+    )
+
+
+def at_target_precision(
+    predictions: Sequence[Prediction], target: float, ambiguity: float
+) -> dict[str, Any]:
+    """The operating point ``handoff train`` would choose on these queries (the threshold
+    chosen on the in-scope test queries themselves, as ``handoff train`` does on its held-out
+    set: optimistic on small sets) and what it gives, out-of-scope recall included."""
+    eligible = [p for p in predictions if p.truth is not None and not p.policy_handoff]
+    in_scope = [p for p in predictions if p.truth is not None]
+    oos = [p for p in predictions if p.truth is None]
+    if not eligible:
+        return {"threshold": None}
+    point = operating_point(
+        [OperatingPrediction(p.truth or "", p.predicted or "", p.confidence, p.runner_up)
+         for p in eligible],
+        target,
+        ambiguity,
+    )  # fmt: skip
+
+    def answered(p: Prediction) -> bool:
+        return not p.policy_handoff and passes_fallback(
+            OperatingPrediction("", "", p.confidence, p.runner_up), point.threshold, ambiguity
+        )
+
+    answered_in_scope = [p for p in in_scope if answered(p)]
+    return {
+        "target_precision": target,
+        "threshold": round(point.threshold, 4),
+        "reached": point.reached,
+        "automation_rate": _ratio(len(answered_in_scope), len(in_scope)),
+        "automated_precision": _ratio(
+            sum(p.predicted == p.truth for p in answered_in_scope), len(answered_in_scope)
+        ),
+        "oos_recall": _ratio(sum(not answered(p) for p in oos), len(oos)),
+    }
 
 
 def _ratio(numerator: int, denominator: int) -> float | None:
@@ -417,6 +489,10 @@ TABLE_COLUMNS = (
     ("auto", "hitl.automation_rate", "{:>5}"),
     ("prec", "hitl.automated_precision", "{:>5}"),
     ("oos rec", "hitl.oos_recall", "{:>7}"),
+    ("thr@P", "hitl.at_target.threshold", "{:>5}"),
+    ("auto@P", "hitl.at_target.automation_rate", "{:>6}"),
+    ("prec@P", "hitl.at_target.automated_precision", "{:>6}"),
+    ("oos@P", "hitl.at_target.oos_recall", "{:>5}"),
     ("train s", "train_s", "{:>7}"),
     ("rand acc", "random.accuracy", "{:>8}"),
     ("rand auto", "random.automation_rate", "{:>9}"),
@@ -563,6 +639,12 @@ class Parser:
         result: dict[str, Any] = self.loop.run_until_complete(self.agent.parse_message(text))
         return result
 
+    def serve_at(self, threshold: float) -> None:
+        """Hand off below ``threshold`` from now on (the FallbackClassifier's threshold)."""
+        from handoff.assistant.rasa_assistant import apply_fallback_threshold
+
+        apply_fallback_threshold(self.agent, threshold)
+
     def close(self) -> None:
         import gc
 
@@ -571,10 +653,22 @@ class Parser:
         gc.collect()
 
 
+class Target(NamedTuple):
+    """The operating point to report: ``handoff train``'s target precision and the model's
+    ambiguity threshold."""
+
+    precision: float
+    ambiguity: float
+    calibrate: bool = True
+    """Serve each round's model at its chosen threshold (as ``handoff serve`` does after
+    ``handoff train``); False when a threshold was set explicitly."""
+
+
 def evaluate(
-    parser: Parser, dataset: Dataset, policy: HandoffPolicy, clock: Clock, name: str
+    parser: Parser, dataset: Dataset, policy: HandoffPolicy, clock: Clock, name: str, target: Target
 ) -> dict[str, Any]:
-    """Metrics on the in-scope test split plus the out-of-scope test queries."""
+    """Metrics on the in-scope test split plus the out-of-scope test queries, at the model's
+    threshold and (``at_target``) at the threshold chosen for ``target``."""
     queries: list[tuple[str | None, str]] = [(u.intent, u.text) for u in dataset.test]
     queries += [(None, text) for text in dataset.oos_test]
     started = time.perf_counter()
@@ -584,6 +678,7 @@ def evaluate(
         if index % 500 == 0 and index < len(queries):
             clock.say(f"  evaluating {name}: {index}/{len(queries)} test queries")
     metrics = compute_metrics(predictions)
+    metrics["at_target"] = at_target_precision(predictions, target.precision, target.ambiguity)
     metrics["eval_s"] = round(time.perf_counter() - started, 1)
     return metrics
 
@@ -616,6 +711,7 @@ class Arm:
         clock: Clock,
         label: str,
         log: Path | None,
+        target: Target,
     ) -> tuple[dict[str, Any], Parser]:
         clock.say(f"  training {self.name} model on {self.exporter.size} examples ({label})")
         started = time.perf_counter()
@@ -626,14 +722,21 @@ class Arm:
         loading = time.perf_counter()
         parser = Parser(model, log)
         load_seconds = time.perf_counter() - loading
-        metrics = evaluate(parser, dataset, policy, clock, self.name)
+        metrics = evaluate(parser, dataset, policy, clock, self.name, target)
+        chosen = metrics["at_target"]["threshold"]
+        if target.calibrate and chosen is not None:
+            parser.serve_at(chosen)
+            metrics["served_threshold"] = chosen
         metrics["train_s"] = round(seconds, 1)
         metrics["load_s"] = round(load_seconds, 1)
         metrics["training_examples"] = self.exporter.size
         clock.say(
             f"  {self.name}: trained in {seconds:.0f} s; accuracy {_cell(metrics['accuracy'])}, "
             f"automation {_cell(metrics['automation_rate'])}, "
-            f"oos recall {_cell(metrics['oos_recall'])}"
+            f"oos recall {_cell(metrics['oos_recall'])}; at {target.precision:.0%} precision: "
+            f"threshold {_cell(metrics['at_target']['threshold'])}, "
+            f"automation {_cell(metrics['at_target'].get('automation_rate'))}, "
+            f"oos recall {_cell(metrics['at_target'].get('oos_recall'))}"
         )
         return metrics, parser
 
@@ -707,6 +810,14 @@ def build_parser() -> argparse.ArgumentParser:
         "the pipeline config's, 0.6)",
     )
     loop.add_argument(
+        "--target-precision",
+        type=float,
+        default=None,
+        help="the precision of automated answers each round's threshold is chosen for, as "
+        "`handoff train` does (default: HANDOFF_TARGET_PRECISION, 0.95); with --threshold "
+        "the model is served at that threshold instead and this is only reported",
+    )
+    loop.add_argument(
         "--verification-band",
         type=float,
         default=0.0,
@@ -756,12 +867,15 @@ def check_args(parser: argparse.ArgumentParser, args: argparse.Namespace) -> Non
         parser.error("--max-rounds and --max-traffic must be 0 (no limit) or positive")
     if args.threshold is not None and not 0 <= args.threshold <= 1:
         parser.error("--threshold must be between 0 and 1")
+    if args.target_precision is not None and not 0 < args.target_precision <= 1:
+        parser.error("--target-precision must be above 0 and at most 1")
     if not 0 <= args.verification_band <= 1:
         parser.error("--verification-band must be between 0 and 1")
 
 
-def routing_policy(threshold_only: bool) -> tuple[HandoffPolicy, float | None]:
-    """The policy ``handoff serve`` builds from the settings, and their threshold override."""
+def routing_policy(threshold_only: bool) -> tuple[HandoffPolicy, float | None, float]:
+    """The policy ``handoff serve`` builds from the settings, their threshold override and
+    target precision."""
     from handoff.settings import load_settings
     from handoff.web.app import handoff_policy
 
@@ -770,8 +884,8 @@ def routing_policy(threshold_only: bool) -> tuple[HandoffPolicy, float | None]:
         policy = HandoffPolicy(
             request_intents=frozenset(), always_human_intents=frozenset(), intent_thresholds={}
         )
-        return policy, settings.fallback_threshold
-    return handoff_policy(settings), settings.fallback_threshold
+        return policy, settings.fallback_threshold, settings.target_precision
+    return handoff_policy(settings), settings.fallback_threshold, settings.target_precision
 
 
 @dataclass
@@ -788,13 +902,14 @@ class Run:
     log: Path | None
     clock: Clock
     results: dict[str, Any]
+    target: Target
 
     def arm(self, name: str) -> Arm:
         return Arm(name, self.work / name, Exporter(self.dataset.intents))
 
     def train_and_evaluate(self, arm: Arm, label: str) -> tuple[dict[str, Any], Parser]:
         return arm.train_and_evaluate(
-            self.config_path, self.dataset, self.policy, self.clock, label, self.log
+            self.config_path, self.dataset, self.policy, self.clock, label, self.log, self.target
         )
 
     def print_table(self) -> None:
@@ -825,6 +940,7 @@ def run_rounds(run: Run) -> None:
     run.print_table()
     position = 0
     while position < len(run.stream) and not (args.max_rounds and len(rounds) > args.max_rounds):
+        loop.threshold = rounds[-1]["hitl"].get("served_threshold", loop.threshold)
         loop.observe(run.stream[position], current.parse(run.stream[position].text))
         position += 1
         if position % 250 == 0:
@@ -924,6 +1040,7 @@ def settings_summary(
         "max_rounds": args.max_rounds,
         "traffic": traffic,
         "threshold": fallback_threshold(config),
+        "target_precision": args.target_precision,
         "verification_band": args.verification_band,
         "policy": {
             "request_intents": sorted(policy.request_intents),
@@ -951,10 +1068,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     from handoff.settings import SettingsError
 
     try:
-        policy, settings_threshold = routing_policy(args.threshold_only)
+        policy, settings_threshold, target_precision = routing_policy(args.threshold_only)
     except SettingsError as error:
         parser.error(f"server settings: {error}")
     threshold = args.threshold if args.threshold is not None else settings_threshold
+    if args.target_precision is None:
+        args.target_precision = target_precision
     config = nlu_config(
         yaml.safe_load(PIPELINES[args.pipeline].read_text(encoding="utf-8")), args.epochs, threshold
     )
@@ -975,6 +1094,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         log=None if args.verbose else work / "rasa.log",
         clock=clock,
         results={"settings": summary, "rounds": [], "ceiling": None},
+        target=Target(
+            args.target_precision, ambiguity_threshold(config), calibrate=threshold is None
+        ),
     )
     clock.say(
         f"{len(dataset.intents)} intents ({', '.join(chosen)}): {len(initial)} initial labels, "

@@ -46,7 +46,11 @@ class Settings:
     database_url: str = f"sqlite:///{PROJECT_ROOT / 'var' / 'handoff.db'}"
     """SQLAlchemy URL of the database that holds Rasa's tracker store (and our own tables)."""
     fallback_threshold: float | None = None
-    """Overrides the loaded model's FallbackClassifier threshold; None keeps the trained one."""
+    """The handoff threshold for every model; None: the one ``handoff train`` chose for the
+    model (for ``target_precision``), else the model's FallbackClassifier threshold."""
+    target_precision: float = 0.95
+    """``handoff train`` sets a model's handoff threshold as low as the held-out set allows
+    while the bot's own answers stay this precise (share with the right intent)."""
     max_message_chars: int = 2000
     """Longest user message accepted, in characters."""
     websocket_ping_timeout: int = 20
@@ -173,6 +177,7 @@ _PARSERS: dict[str, Callable[[Any], Any]] = {
     "model_path": lambda raw: Path(str(raw)),
     "database_url": str,
     "fallback_threshold": _parse_float_or_none,
+    "target_precision": float,
     "max_message_chars": int,
     "websocket_ping_timeout": int,
     "rasa_api_token": _parse_str_or_none,
@@ -277,6 +282,10 @@ def _validate(settings: Settings) -> None:
     if settings.fallback_threshold is not None and not 0.0 <= settings.fallback_threshold <= 1.0:
         raise SettingsError(
             f"fallback_threshold must be between 0 and 1, got {settings.fallback_threshold}"
+        )
+    if not 0.0 < settings.target_precision <= 1.0:
+        raise SettingsError(
+            f"target_precision must be above 0 and at most 1, got {settings.target_precision}"
         )
     if settings.fallbacks_before_handoff < 1:
         raise SettingsError("fallbacks_before_handoff must be at least 1")

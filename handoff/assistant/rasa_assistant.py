@@ -19,7 +19,11 @@ from typing import Any
 from rasa.core.agent import Agent
 from rasa.core.channels.channel import CollectingOutputChannel, UserMessage
 from rasa.core.lock_store import LockStore, RedisLockStore
-from rasa.nlu.classifiers.fallback_classifier import THRESHOLD_KEY, FallbackClassifier
+from rasa.nlu.classifiers.fallback_classifier import (
+    AMBIGUITY_THRESHOLD_KEY,
+    THRESHOLD_KEY,
+    FallbackClassifier,
+)
 from rasa.shared.core.events import (
     BotUttered,
     ConversationPaused,
@@ -37,7 +41,7 @@ from handoff.assistant.interface import ModelInfo
 from handoff.assistant.model_files import (  # re-exported: they lived here before
     ModelNotFoundError as ModelNotFoundError,
 )
-from handoff.assistant.model_files import resolve_model_path
+from handoff.assistant.model_files import read_operating_threshold, resolve_model_path
 from handoff.assistant.rasa_thread import RasaWorker, shared_worker
 from handoff.assistant.tracker_changes import AgentSaid, BotPaused, BotResumed, TrackerChange
 from handoff.assistant.tracker_store import (
@@ -52,6 +56,7 @@ __all__ = [
     "AssistantNotReadyError",
     "ModelNotFoundError",
     "apply_fallback_threshold",
+    "disable_fallback",
     "redis_lock_store",
     "resolve_model_path",
     "to_rasa_event",
@@ -80,9 +85,12 @@ class Assistant:
         """Load the model at ``model_path`` (file or folder) with its tracker store on
         ``database_url``. Raises :class:`ModelNotFoundError` when there is no model.
 
-        ``shared_with``: the assistant this one replaces; the new one shares its lock store, so
-        a conversation's messages stay serialised across a model swap. ``lock_store``: Rasa's
-        lock store for a first load (Rasa's in-memory one by default; Redis across processes)."""
+        ``fallback_threshold``: the handoff threshold; None: the one ``handoff train`` chose
+        for the model (:func:`~handoff.assistant.model_files.read_operating_threshold`), else
+        the model's own. ``shared_with``: the assistant this one replaces; the new one shares
+        its lock store, so a conversation's messages stay serialised across a model swap.
+        ``lock_store``: Rasa's lock store for a first load (Rasa's in-memory one by default;
+        Redis across processes)."""
         started = time.perf_counter()
         model_file = resolve_model_path(model_path)
         cache_event_types()
@@ -99,6 +107,8 @@ class Assistant:
         # store on database errors; we want such errors to surface instead.
         agent.tracker_store = unwrap_fail_safe(agent.tracker_store)
         agent.processor.tracker_store = agent.tracker_store
+        if fallback_threshold is None:  # an explicit setting wins over the chosen one
+            fallback_threshold = read_operating_threshold(model_file)
         threshold = apply_fallback_threshold(agent, fallback_threshold)
         info = ModelInfo(
             name=model_file.name,
@@ -274,3 +284,17 @@ def apply_fallback_threshold(agent: Agent, threshold: float | None) -> float | N
         if threshold is not None:
             classifier.component_config[THRESHOLD_KEY] = threshold
     return float(classifiers[0].component_config[THRESHOLD_KEY])
+
+
+def disable_fallback(agent: Agent) -> float:
+    """Switch off the FallbackClassifier of a loaded model (its threshold and ambiguity
+    threshold to 0), so that parses give the classifier's own top intent; return the
+    ambiguity threshold the model had (0 without a FallbackClassifier)."""
+    classifiers = _fallback_classifiers(agent)
+    if not classifiers:
+        return 0.0
+    ambiguity = float(classifiers[0].component_config.get(AMBIGUITY_THRESHOLD_KEY, 0.0))
+    for classifier in classifiers:
+        classifier.component_config[THRESHOLD_KEY] = 0.0
+        classifier.component_config[AMBIGUITY_THRESHOLD_KEY] = 0.0
+    return ambiguity

@@ -4,12 +4,13 @@ file: what the learning loop needs from Rasa, behind plain types."""
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
 
 from handoff.assistant.training import domain_dir
 
-__all__ = ["TrainingData", "heldout_examples", "predict_intents", "read_training_data"]
+__all__ = ["Ranked", "TrainingData", "heldout_examples", "predict_rankings", "read_training_data"]
 
 
 @dataclass(frozen=True)
@@ -50,17 +51,35 @@ def heldout_examples(path: Path) -> list[tuple[str, str]]:
     return [(m.get("text"), m.get("intent")) for m in data.intent_examples]
 
 
-async def predict_intents(model_file: Path, texts: list[str], threshold: float | None) -> list[str]:
-    """Load ``model_file`` (tens of seconds) and predict the intent of each of ``texts``, with
-    the fallback threshold set to ``threshold`` (the model's own when ``None``)."""
+@dataclass(frozen=True)
+class Ranked:
+    """The classifier's verdict on one text, before any fallback."""
+
+    intent: str
+    confidence: float
+    runner_up: float | None
+    """The second intent's confidence (None when there is no second intent)."""
+
+
+async def predict_rankings(model_file: Path) -> tuple[Callable[[str], Awaitable[Ranked]], float]:
+    """Load ``model_file`` (seconds to tens of seconds) with its FallbackClassifier switched
+    off; return a function giving the classifier's top intent of a text, and the model's
+    ambiguity threshold (0 when the model has no FallbackClassifier)."""
     from rasa.core.agent import Agent
 
-    from handoff.assistant.rasa_assistant import apply_fallback_threshold
+    from handoff.assistant.rasa_assistant import disable_fallback
 
     agent = await asyncio.to_thread(Agent.load, str(model_file))
-    apply_fallback_threshold(agent, threshold)
-    predictions = []
-    for text in texts:
+    ambiguity = disable_fallback(agent)
+
+    async def rank(text: str) -> Ranked:
         parsed = await agent.parse_message(text)
-        predictions.append(str((parsed.get("intent") or {}).get("name")))
-    return predictions
+        ranking = parsed.get("intent_ranking") or [parsed.get("intent") or {}]
+        top = ranking[0]
+        return Ranked(
+            str(top.get("name")),
+            float(top.get("confidence") or 0.0),
+            float(ranking[1].get("confidence") or 0.0) if len(ranking) > 1 else None,
+        )
+
+    return rank, ambiguity

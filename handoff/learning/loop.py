@@ -9,6 +9,7 @@ this module reads and writes files, the database and Rasa models around them.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import hashlib
 import json
 import os
@@ -24,10 +25,11 @@ from typing import Any
 
 import yaml
 
+from handoff.assistant.model_files import write_operating_point
 from handoff.assistant.training import domain_dir
-from handoff.assistant.training_data import heldout_examples, predict_intents, read_training_data
+from handoff.assistant.training_data import heldout_examples, predict_rankings, read_training_data
 from handoff.core.errors import HandoffError
-from handoff.learning.evaluation import score
+from handoff.learning.evaluation import FALLBACK_INTENT, score
 from handoff.learning.export import (
     ApprovedExample,
     ApprovedResponse,
@@ -38,6 +40,7 @@ from handoff.learning.export import (
     merge_learned,
     normalize,
 )
+from handoff.learning.operating_point import Prediction, automated, operating_point
 from handoff.settings import PROJECT_ROOT, Settings
 from handoff.storage.learning_store import Candidate, LearningStore, ModelVersion
 
@@ -249,19 +252,46 @@ def _validate_with(settings: Settings, paths: dict[str, Path], changed: dict[str
 # Evaluation -----------------------------------------------------------------------------------
 
 
-def metrics_key(test_data: Path, threshold: float | None) -> str:
+def metrics_key(test_data: Path, threshold: float | None, target_precision: float) -> str:
     """Identifies what a model's stored metrics were measured on."""
     digest = hashlib.sha256(test_data.read_bytes())
-    digest.update(f"threshold={threshold}".encode())
+    digest.update(f"threshold={threshold};target_precision={target_precision}".encode())
     return digest.hexdigest()[:16]
 
 
 async def evaluate_model(
-    model_file: Path, examples: list[tuple[str, str]], threshold: float | None
+    model_file: Path,
+    examples: list[tuple[str, str]],
+    threshold: float | None,
+    target_precision: float,
 ) -> dict[str, Any]:
-    """Load ``model_file`` (tens of seconds) and score it on ``examples``."""
-    predictions = await predict_intents(model_file, [text for text, _ in examples], threshold)
-    return score([intent for _, intent in examples], predictions)
+    """Load ``model_file`` (seconds to tens of seconds) and score it on ``examples`` at the
+    handoff threshold chosen for ``target_precision`` (or at ``threshold`` when given).
+
+    The metrics (:func:`~handoff.learning.evaluation.score`) gain ``operating_point`` (the
+    chosen threshold, its precision and automation), ``threshold`` (the one scored at),
+    ``automated_precision`` there and ``top_intent_accuracy`` (handoffs aside)."""
+    rank, ambiguity = await predict_rankings(model_file)
+    rankings = [await rank(text) for text, _ in examples]
+    predictions = [
+        Prediction(truth, r.intent, r.confidence, r.runner_up)
+        for (_, truth), r in zip(examples, rankings, strict=True)
+    ]
+    point = operating_point(predictions, target_precision, ambiguity)
+    used = point.threshold if threshold is None else threshold
+    intents = [p.intent if automated(p, used, ambiguity) else FALLBACK_INTENT for p in predictions]
+    metrics = score([truth for _, truth in examples], intents)
+    answered = [p for p in predictions if automated(p, used, ambiguity)]
+    metrics["threshold"] = used
+    metrics["top_intent_accuracy"] = round(
+        sum(p.intent == p.truth for p in predictions) / len(predictions), 4
+    )  # the classifier's own, handoffs aside (as `rasa test nlu` reports it)
+    metrics["ambiguity_threshold"] = ambiguity
+    metrics["automated_precision"] = (
+        round(sum(p.intent == p.truth for p in answered) / len(answered), 4) if answered else None
+    )
+    metrics["operating_point"] = point.as_dict()
+    return metrics
 
 
 async def metrics_for(
@@ -271,26 +301,54 @@ async def metrics_for(
     learning: LearningStore,
     progress: Progress,
 ) -> dict[str, Any]:
-    """The version's held-out metrics: stored ones if measured on the same test set and
-    threshold, otherwise measured now (and stored)."""
-    key = metrics_key(settings.test_data, settings.fallback_threshold)
+    """The version's held-out metrics: stored ones if measured on the same test set, threshold
+    setting and target precision, otherwise measured now (and stored). The chosen handoff
+    threshold is written beside the model, where the assistant reads it at load."""
+    key = metrics_key(settings.test_data, settings.fallback_threshold, settings.target_precision)
+    model_file = models_dir / version.name
     if version.metrics is not None and version.metrics_key == key:
         progress(f"Using the stored held-out scores of {version.name}.")
-        return version.metrics
-    model_file = models_dir / version.name
-    if not model_file.exists():
-        raise FileNotFoundError(f"model {version.name} is not in {models_dir}")
-    progress(f"Evaluating {version.name} on {settings.test_data.name} (loading the model)...")
-    started = time.perf_counter()
-    metrics = await evaluate_model(
-        model_file, heldout_examples(settings.test_data), settings.fallback_threshold
-    )
-    progress(
-        f"  accuracy {metrics['accuracy']:.4f}, macro-F1 {metrics['macro_f1']:.4f}, "
-        f"fallback rate {metrics['fallback_rate']:.4f} ({time.perf_counter() - started:.0f} s)"
-    )
-    await learning.set_model_metrics(version.name, metrics, key)
+        metrics = version.metrics
+    else:
+        if not model_file.exists():
+            raise FileNotFoundError(f"model {version.name} is not in {models_dir}")
+        progress(f"Evaluating {version.name} on {settings.test_data.name} (loading the model)...")
+        started = time.perf_counter()
+        metrics = await evaluate_model(
+            model_file,
+            heldout_examples(settings.test_data),
+            settings.fallback_threshold,
+            settings.target_precision,
+        )
+        progress(
+            f"  accuracy {metrics['accuracy']:.4f}, macro-F1 {metrics['macro_f1']:.4f}, "
+            f"fallback rate {metrics['fallback_rate']:.4f} ({time.perf_counter() - started:.0f} s)"
+        )
+        await learning.set_model_metrics(version.name, metrics, key)
+    point = metrics.get("operating_point")
+    if point is not None and model_file.exists():
+        write_operating_point(model_file, point)
+        progress("  " + describe_operating_point(point, settings.fallback_threshold))
     return metrics
+
+
+def describe_operating_point(point: dict[str, Any], explicit: float | None) -> str:
+    """One line for people: the chosen threshold and what it gives."""
+    target = f"{point['target_precision']:.0%}"
+    if not point["reached"]:
+        text = (
+            f"no threshold reaches {target} precision on the held-out set: the bot would hand "
+            "off nearly everything (add training data or lower HANDOFF_TARGET_PRECISION)"
+        )
+    else:
+        text = (
+            f"handoff threshold {point['threshold']:.3f} for {target} precision: the bot "
+            f"answers {point['automation']:.0%} of held-out messages itself, "
+            f"{point['precision']:.1%} of them right"
+        )
+    if explicit is not None:
+        text += f"; HANDOFF_FALLBACK_THRESHOLD={explicit} is set and wins"
+    return text
 
 
 # Training and promotion -----------------------------------------------------------------------
@@ -348,7 +406,9 @@ async def train_and_promote(
             progress(f"The live model cannot be evaluated ({error}); comparing with nothing.")
     verdict = compare(new_metrics, live_metrics, settings.promotion_margin, promote == "always")
     if promote == "never":
-        verdict = type(verdict)(False, f"not promoted on request (would be: {verdict.reason})")
+        verdict = dataclasses.replace(
+            verdict, promote=False, reason=f"not promoted on request (would be: {verdict.reason})"
+        )
 
     reports = models_dir / "reports"
     reports.mkdir(parents=True, exist_ok=True)
@@ -372,6 +432,7 @@ async def train_and_promote(
                 "live": {"name": live.name, "metrics": live_metrics} if live else None,
                 "promote": verdict.promote,
                 "reason": verdict.reason,
+                "paired": verdict.paired,
                 "margin": settings.promotion_margin,
                 "test_data": _display(settings.test_data),
                 "at": time.time(),

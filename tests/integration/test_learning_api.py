@@ -35,7 +35,7 @@ def server(trained_model: Any, tmp_path_factory: pytest.TempPathFactory) -> Iter
     running = start_server(
         trained_model,
         tmp_path_factory.mktemp("verification"),
-        extra_env={"HANDOFF_VERIFICATION_BAND": "0.4"},
+        extra_env={"HANDOFF_VERIFICATION_BAND": "1.0"},
     )
     add_agent(running, "vera", "Vera")
     add_agent(running, "mia", "Mia", role="maintainer")

@@ -12,6 +12,7 @@ import pytest
 import yaml
 from websockets.client import connect as ws_connect
 
+from handoff.assistant.model_files import operating_point_file
 from tests.conftest import PROJECT_ROOT, RunningServer, connect_user, http_json
 
 pytestmark = pytest.mark.slow
@@ -42,6 +43,10 @@ def test_health_names_the_loaded_model(server: RunningServer, trained_model: Pat
     assert status == 200
     assert body["status"] == "ok"
     assert body["model"] == trained_model.name
+    # Served at the threshold `handoff train` chose for the target precision, stored beside it.
+    chosen = json.loads(operating_point_file(trained_model).read_text())
+    assert chosen["reached"] and chosen["target_precision"] == 0.95
+    assert body["fallback_threshold"] == chosen["threshold"]
     assert 0 < body["fallback_threshold"] < 1
 
 

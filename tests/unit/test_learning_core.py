@@ -8,7 +8,7 @@ from typing import Any
 import pytest
 
 from handoff.learning.candidates import handoff_candidates, review_groups, with_duplicates
-from handoff.learning.evaluation import compare, render_markdown, score
+from handoff.learning.evaluation import compare, mcnemar, render_markdown, score
 from handoff.learning.export import normalize
 from handoff.learning.metrics import compute, render_prometheus, render_report
 from handoff.storage.learning_store import Candidate, Decision, Label, ModelVersion
@@ -182,14 +182,51 @@ def test_promotion_margin(
     assert compare(new, live, margin=0.01, force=force).promote is promote
 
 
+def test_mcnemar_counts_the_discordant_messages_and_gives_the_exact_p_value() -> None:
+    # 1 right only with the new model, 6 only with the live one: 2 * P(X <= 1), X ~ Bin(7, 1/2).
+    new = [1] * 10 + [1] + [0] * 6
+    live = [1] * 10 + [0] + [1] * 6
+    assert mcnemar(new, live) == {"new_only": 1, "live_only": 6, "p_value": round(16 / 128, 4)}
+    assert mcnemar([1, 0], [1, 0])["p_value"] == 1.0  # no discordant message: no evidence
+    with pytest.raises(ValueError, match="different numbers"):
+        mcnemar([1], [1, 0])
+
+
+def _scored(correct: list[int]) -> dict[str, Any]:
+    accuracy = sum(correct) / len(correct)
+    return {"accuracy": accuracy, "macro_f1": accuracy, "correct": correct}
+
+
+def test_a_model_significantly_worse_on_the_same_messages_is_kept_out() -> None:
+    live = _scored([1] * 180 + [0] * 12)
+    new = _scored([1] * 168 + [0] * 24)  # 12 messages it loses, none it gains
+    verdict = compare(new, live, margin=0.5)  # the margin no longer decides
+    assert not verdict.promote and verdict.paired is not None
+    assert (verdict.paired["new_only"], verdict.paired["live_only"]) == (0, 12)
+    assert "significantly worse" in verdict.reason
+    assert compare(new, live, margin=0.5, force=True).promote
+
+
+def test_a_small_drop_that_is_noise_is_promoted() -> None:
+    # 2.1 points below the live model (past a 0.01 margin), but 2 messages gained against
+    # 6 lost is no evidence that it is worse (p = 0.29).
+    live = _scored([1] * 170 + [1] * 6 + [0] * 2 + [0] * 14)
+    new = _scored([1] * 170 + [0] * 6 + [1] * 2 + [0] * 14)
+    verdict = compare(new, live, margin=0.01)
+    assert verdict.promote, verdict.reason
+    assert verdict.paired == {"new_only": 2, "live_only": 6, "p_value": 0.2891}
+
+
 def test_markdown_report_names_both_models_and_the_decision() -> None:
-    new = score(["a", "b"], ["a", "a"])
-    live = score(["a", "b"], ["a", "b"])
+    truths = ["a"] * 8 + ["b"] * 8
+    new = score(truths, ["a"] * 16)
+    live = score(truths, truths)
     verdict = compare(new, live, 0.01)
     text = render_markdown("new.tar.gz", new, "live.tar.gz", live, verdict, "heldout.yml")
     assert "new `new.tar.gz`" in text and "live `live.tar.gz`" in text
     assert "keep the live model" in text
-    assert "- b → a x1" in text
+    assert "- b → a x8" in text
+    assert "8 only with the live one" in text
 
 
 # Metrics -------------------------------------------------------------------------------------

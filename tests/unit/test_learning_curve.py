@@ -20,6 +20,7 @@ from benchmarks.learning_curve import (
     Loop,
     Prediction,
     Utterance,
+    at_target_precision,
     build_parser,
     compute_metrics,
     diet_epochs,
@@ -216,7 +217,10 @@ def test_nlu_config_of_the_bot_configs(pipeline: str) -> None:
     config = yaml.safe_load(PIPELINES[pipeline].read_text())
     nlu = nlu_config(config, epochs=7, threshold=0.5)
     assert "policies" not in nlu and nlu["language"] == config["language"]
-    assert diet_epochs(nlu) == 7 and diet_epochs(nlu_config(config)) == diet_epochs(config)
+    if diet_epochs(config) is None:  # no DIET: --epochs changes nothing
+        assert diet_epochs(nlu) is None
+    else:
+        assert diet_epochs(nlu) == 7 and diet_epochs(nlu_config(config)) == diet_epochs(config)
     assert fallback_threshold(nlu) == 0.5
     assert fallback_threshold(nlu_config(config)) == fallback_threshold(config)
     assert config["policies"], "the bot config itself is unchanged"
@@ -257,7 +261,23 @@ def test_compute_metrics_without_automated_answers() -> None:
 
 def test_predict_skips_the_fallback_pseudo_intent() -> None:
     prediction = predict("a", parse("a", 0.3, fallback=True), THRESHOLD_ONLY)
-    assert prediction == Prediction("a", "a", handed_off=True)
+    assert prediction == Prediction("a", "a", handed_off=True, confidence=0.3)
+
+
+def test_the_operating_point_is_chosen_on_in_scope_queries_and_reports_oos_recall() -> None:
+    predictions = [
+        Prediction("a", "a", False, confidence=0.9),
+        Prediction("b", "b", False, confidence=0.7),
+        Prediction("b", "a", False, confidence=0.5),  # wrong: the threshold goes above it
+        Prediction("a", "a", True, confidence=0.95, policy_handoff=True),  # never automated
+        Prediction(None, "a", False, confidence=0.6),  # out of scope, below the threshold
+        Prediction(None, "b", False, confidence=0.8),  # out of scope, automated (wrong)
+    ]
+    point = at_target_precision(predictions, target=1.0, ambiguity=0.0)
+    assert point["threshold"] == 0.7 and point["reached"]
+    assert point["automation_rate"] == 2 / 4  # of the in-scope queries
+    assert point["automated_precision"] == 1.0
+    assert point["oos_recall"] == 1 / 2
 
 
 # Output -------------------------------------------------------------------------------------

@@ -45,8 +45,8 @@ def test_embeddings_carry_meaning() -> None:
     assert float(lost @ missing) > float(lost @ weather) + 0.2
 
 
-def test_alternative_config_is_the_default_plus_the_featurizer() -> None:
-    default = yaml.safe_load((PROJECT_ROOT / "bot" / "config.yml").read_text())
+def test_the_diet_alternative_with_the_encoder_is_the_diet_config_plus_the_featurizer() -> None:
+    default = yaml.safe_load((PROJECT_ROOT / "bot" / "config-diet.yml").read_text())
     alternative = yaml.safe_load((PROJECT_ROOT / "bot" / "config-sentence-encoder.yml").read_text())
     featurizers = [c for c in alternative["pipeline"] if c["name"] == COMPONENT]
     assert len(featurizers) == 1
@@ -54,7 +54,16 @@ def test_alternative_config_is_the_default_plus_the_featurizer() -> None:
     assert names.index(COMPONENT) < names.index("DIETClassifier")
     assert names.index(COMPONENT) > names.index("WhitespaceTokenizer")
     rest = {**alternative, "pipeline": [c for c in alternative["pipeline"] if c not in featurizers]}
-    assert rest == default, "bot/config-sentence-encoder.yml drifted from bot/config.yml"
+    assert rest == default, "bot/config-sentence-encoder.yml drifted from bot/config-diet.yml"
+
+
+def test_the_default_config_uses_the_featurizer_and_no_tensorflow_component() -> None:
+    default = yaml.safe_load((PROJECT_ROOT / "bot" / "config.yml").read_text())
+    names = [c["name"] for c in default["pipeline"]] + [p["name"] for p in default["policies"]]
+    assert COMPONENT in names
+    assert not {"DIETClassifier", "TEDPolicy", "ResponseSelector", "UnexpecTEDIntentPolicy"} & set(
+        names
+    ), "a TensorFlow component in bot/config.yml: model loads take tens of seconds again"
 
 
 RASA_SCRIPT = textwrap.dedent(
