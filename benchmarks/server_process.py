@@ -149,7 +149,7 @@ def running_server(
         "HANDOFF_LOG_LEVEL": "WARNING",
         **(extra_env or {}),
     }
-    print(f"Starting a server on port {port} (loading the model takes about half a minute)...")
+    print(f"Starting a server on port {port} (loading the model takes 10 s to a minute)...")
     base = f"http://127.0.0.1:{port}"
     serve = ["serve", "--port", str(port), "--model", str(model)]
     command = [str(BIN / "handoff"), *serve]

@@ -193,7 +193,7 @@ def _serve(args: argparse.Namespace) -> int:
 
     print(
         f"Starting the server on http://{settings.host}:{settings.port} "
-        f"with model {model_file.name} (loading takes about half a minute)...",
+        f"with model {model_file.name} (loading takes 10 s to a minute, by pipeline)...",
         flush=True,
     )
     app = create_app(settings)
