@@ -935,12 +935,12 @@ def run_rounds(run: Run) -> None:
     export = hitl.add(run.initial)
     baseline.add(run.initial)
     metrics, current = run.train_and_evaluate(hitl, "round-00")
+    loop.threshold = metrics.get("served_threshold", loop.threshold)
     rounds.append(row_of(0, loop, metrics, dict(metrics), export, TrafficStats()))
     rounds[-1]["baseline_budget"] = 0
     run.print_table()
     position = 0
     while position < len(run.stream) and not (args.max_rounds and len(rounds) > args.max_rounds):
-        loop.threshold = rounds[-1]["hitl"].get("served_threshold", loop.threshold)
         loop.observe(run.stream[position], current.parse(run.stream[position].text))
         position += 1
         if position % 250 == 0:
@@ -960,6 +960,7 @@ def run_rounds(run: Run) -> None:
         export = hitl.add(labels)
         current.close()
         metrics, current = run.train_and_evaluate(hitl, f"round-{number:02d}")
+        loop.threshold = metrics.get("served_threshold", loop.threshold)
         random_metrics: dict[str, Any] | None = None
         if not args.no_baseline:
             baseline.add(pool[rounds[-1]["baseline_budget"] : loop.agent_labels])

@@ -4,7 +4,6 @@ file: what the learning loop needs from Rasa, behind plain types."""
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -61,25 +60,25 @@ class Ranked:
     """The second intent's confidence (None when there is no second intent)."""
 
 
-async def predict_rankings(model_file: Path) -> tuple[Callable[[str], Awaitable[Ranked]], float]:
+async def predict_rankings(model_file: Path, texts: list[str]) -> tuple[list[Ranked], float]:
     """Load ``model_file`` (seconds to tens of seconds) with its FallbackClassifier switched
-    off; return a function giving the classifier's top intent of a text, and the model's
-    ambiguity threshold (0 when the model has no FallbackClassifier)."""
+    off; return the classifier's verdict on each of ``texts`` and the model's ambiguity
+    threshold (0 when the model has no FallbackClassifier)."""
     from rasa.core.agent import Agent
 
     from handoff.assistant.rasa_assistant import disable_fallback
 
     agent = await asyncio.to_thread(Agent.load, str(model_file))
     ambiguity = disable_fallback(agent)
-
-    async def rank(text: str) -> Ranked:
+    verdicts = []
+    for text in texts:
         parsed = await agent.parse_message(text)
         ranking = parsed.get("intent_ranking") or [parsed.get("intent") or {}]
-        top = ranking[0]
-        return Ranked(
-            str(top.get("name")),
-            float(top.get("confidence") or 0.0),
-            float(ranking[1].get("confidence") or 0.0) if len(ranking) > 1 else None,
+        verdicts.append(
+            Ranked(
+                str(ranking[0].get("name")),
+                float(ranking[0].get("confidence") or 0.0),
+                float(ranking[1].get("confidence") or 0.0) if len(ranking) > 1 else None,
+            )
         )
-
-    return rank, ambiguity
+    return verdicts, ambiguity

@@ -40,7 +40,12 @@ from handoff.learning.export import (
     merge_learned,
     normalize,
 )
-from handoff.learning.operating_point import Prediction, automated, operating_point
+from handoff.learning.operating_point import (
+    Prediction,
+    automated,
+    operating_point,
+    precision_at,
+)
 from handoff.settings import PROJECT_ROOT, Settings
 from handoff.storage.learning_store import Candidate, LearningStore, ModelVersion
 
@@ -271,8 +276,7 @@ async def evaluate_model(
     The metrics (:func:`~handoff.learning.evaluation.score`) gain ``operating_point`` (the
     chosen threshold, its precision and automation), ``threshold`` (the one scored at),
     ``automated_precision`` there and ``top_intent_accuracy`` (handoffs aside)."""
-    rank, ambiguity = await predict_rankings(model_file)
-    rankings = [await rank(text) for text, _ in examples]
+    rankings, ambiguity = await predict_rankings(model_file, [text for text, _ in examples])
     predictions = [
         Prediction(truth, r.intent, r.confidence, r.runner_up)
         for (_, truth), r in zip(examples, rankings, strict=True)
@@ -281,15 +285,13 @@ async def evaluate_model(
     used = point.threshold if threshold is None else threshold
     intents = [p.intent if automated(p, used, ambiguity) else FALLBACK_INTENT for p in predictions]
     metrics = score([truth for _, truth in examples], intents)
-    answered = [p for p in predictions if automated(p, used, ambiguity)]
+    precision, _ = precision_at(predictions, used, ambiguity)
     metrics["threshold"] = used
     metrics["top_intent_accuracy"] = round(
         sum(p.intent == p.truth for p in predictions) / len(predictions), 4
     )  # the classifier's own, handoffs aside (as `rasa test nlu` reports it)
     metrics["ambiguity_threshold"] = ambiguity
-    metrics["automated_precision"] = (
-        round(sum(p.intent == p.truth for p in answered) / len(answered), 4) if answered else None
-    )
+    metrics["automated_precision"] = None if precision is None else round(precision, 4)
     metrics["operating_point"] = point.as_dict()
     return metrics
 

@@ -15,7 +15,7 @@ from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from typing import Any
 
-__all__ = ["OperatingPoint", "Prediction", "automated", "operating_point"]
+__all__ = ["OperatingPoint", "Prediction", "automated", "operating_point", "precision_at"]
 
 NOTHING_AUTOMATED = 1.0
 """The threshold chosen when no threshold reaches the target: hand off (nearly) everything."""
@@ -58,9 +58,10 @@ class OperatingPoint:
         return asdict(self)
 
 
-def _at(
+def precision_at(
     predictions: Sequence[Prediction], threshold: float, ambiguity: float
 ) -> tuple[float | None, float]:
+    """(precision of the automated answers, None when there are none; automation)."""
     answered = [p for p in predictions if automated(p, threshold, ambiguity)]
     if not answered:
         return None, 0.0
@@ -78,7 +79,7 @@ def operating_point(
     if not 0.0 < target_precision <= 1.0:
         raise ValueError(f"target precision must be in (0, 1], got {target_precision}")
     for threshold in sorted({p.confidence for p in predictions}):
-        precision, automation = _at(predictions, threshold, ambiguity)
+        precision, automation = precision_at(predictions, threshold, ambiguity)
         if precision is not None and precision >= target_precision:
             return OperatingPoint(
                 target_precision,
@@ -88,7 +89,7 @@ def operating_point(
                 len(predictions),
                 reached=True,
             )
-    precision, automation = _at(predictions, NOTHING_AUTOMATED, ambiguity)
+    precision, automation = precision_at(predictions, NOTHING_AUTOMATED, ambiguity)
     return OperatingPoint(
         target_precision,
         NOTHING_AUTOMATED,

@@ -13,6 +13,7 @@ import json
 import sqlite3
 import time
 from collections.abc import Callable, Sequence
+from types import SimpleNamespace
 from typing import Any, cast
 
 import sqlalchemy as sa
@@ -460,32 +461,17 @@ def _inline(db: AsyncConnection) -> InlineConnection | None:
     return db if isinstance(db, InlineConnection) else None
 
 
-def _stored_from_values(values: dict[str, Any]) -> StoredConversation:
-    return StoredConversation(
-        conversation=Conversation(
-            id=values["id"],
-            state=State(values["state"]),
-            agent_id=values["agent_id"],
-            handoff_reason=values["handoff_reason"],
-        ),
-        version=values["version"],
-        handoff_id=values["handoff_id"],
-        fallback_streak=values["fallback_streak"],
-        updated_at=values["updated_at"],
-    )
-
-
 async def _load_conversation(db: AsyncConnection, conversation_id: str) -> StoredConversation:
+    row: Any
     if inline := _inline(db):
         raw = inline.run(_SQL_SELECT_CONVERSATION, (conversation_id,)).fetchone()
-        row = dict(zip(_CONVERSATION_COLUMNS, raw, strict=True)) if raw else None
-        if row is None:
-            return StoredConversation(Conversation(conversation_id), 0, None, 0, 0.0)
-        return _stored_from_values(row)
-    found = (await db.execute(_SELECT_CONVERSATION, {"b_conversation_id": conversation_id})).first()
-    if found is None:
+        row = SimpleNamespace(**dict(zip(_CONVERSATION_COLUMNS, raw, strict=True))) if raw else None
+    else:
+        parameters = {"b_conversation_id": conversation_id}
+        row = (await db.execute(_SELECT_CONVERSATION, parameters)).first()
+    if row is None:
         return StoredConversation(Conversation(conversation_id), 0, None, 0, 0.0)
-    return stored_from_row(found)
+    return stored_from_row(row)
 
 
 async def _message_by_client_id(
