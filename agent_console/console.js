@@ -512,9 +512,15 @@ async function renderVerify() {
   for (const item of data.verifications) {
     const row = el("tr");
     row.dataset.id = item.id;
+    row.dataset.ids = [item.id, ...item.duplicates.map((d) => d.id)].join(",");
     row.dataset.predicted = item.predicted_intent;
-    row.appendChild(el("td", null, item.text));
-    row.appendChild(el("td", null, `${item.predicted_intent} (${Math.round(item.confidence * 100)}%)`));
+    const message = el("td", null, item.text);
+    if (item.duplicates.length) {
+      const more = el("div", "muted", `+ ${item.duplicates.length} similar: ${item.duplicates.map((d) => d.text).join(" · ")}`);
+      message.appendChild(more);
+    }
+    row.appendChild(message);
+    row.appendChild(el("td", null, `${item.predicted_intent} (${Math.round(item.confidence * 100)}%, margin ${Math.round(item.margin * 100)})`));
     row.appendChild(el("td", null, item.reason));
     const choice = el("select");
     choice.setAttribute("aria-label", "Right intent");
@@ -543,10 +549,11 @@ $("verify-submit").addEventListener("click", async () => {
   for (const row of $("verify-table").querySelectorAll("tr[data-id]")) {
     const value = row.querySelector("select").value;
     if (!value) continue;
-    const id = Number(row.dataset.id);
-    if (value === "dismiss") decisions.push({ id, action: "dismiss" });
-    else if (value === row.dataset.predicted) decisions.push({ id, action: "confirm" });
-    else decisions.push({ id, action: "correct", intent: value });
+    for (const id of row.dataset.ids.split(",").map(Number)) {
+      if (value === "dismiss") decisions.push({ id, action: "dismiss" });
+      else if (value === row.dataset.predicted) decisions.push({ id, action: "confirm" });
+      else decisions.push({ id, action: "correct", intent: value });
+    }
   }
   if (!decisions.length) return;
   try {
@@ -587,6 +594,11 @@ function reviewRow(item, label) {
     row.appendChild(button);
   }
   if (item.kind === "example") {
+    const holdOut = el("button", null, "Hold out");
+    holdOut.type = "button";
+    holdOut.title = "Keep it out of the training data: new models are scored on it instead";
+    holdOut.addEventListener("click", () => decide([{ id: item.id, action: "hold_out" }]));
+    row.appendChild(holdOut);
     const edit = el("button", null, "Edit");
     edit.type = "button";
     edit.addEventListener("click", () => {

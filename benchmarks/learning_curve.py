@@ -47,6 +47,7 @@ from handoff.learning.export import ApprovedExample, ExistingData, build_export,
 from handoff.learning.operating_point import Prediction as OperatingPrediction
 from handoff.learning.operating_point import automated as passes_fallback
 from handoff.learning.operating_point import operating_point
+from handoff.learning.verification_queue import QueueEntry, margin, order_queue
 
 ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_DATA = ROOT.parent / "shared" / "datasets" / "clinc150" / "data_full.json"
@@ -215,8 +216,16 @@ class Loop:
     verification_band: float = 0.0
     """0: only handed-off messages are labelled; else automated answers this close above the
     threshold are verified by an agent too, which labels them."""
+    verification_budget: int = 0
+    """0: every answer in the band is verified at once; else answers in the band wait in a
+    queue and agents verify this many entries of it per round, in ``verification_order``."""
+    verification_order: str = "margin"
+    """``margin``: the server's order (``handoff.learning.verification_queue``: smallest margin
+    first, near-duplicates collapsed into one decision); ``arrival``: oldest first."""
     agent_labels: int = 0
+    """Agents' decisions: handoff labels plus verifications (a collapsed entry is one)."""
     pending: list[Utterance] = field(default_factory=list)
+    queue: dict[int, tuple[QueueEntry, Utterance]] = field(default_factory=dict)
     traffic: TrafficStats = field(default_factory=TrafficStats)
     round_traffic: TrafficStats = field(default_factory=TrafficStats)
 
@@ -224,10 +233,12 @@ class Loop:
         """Route one user message; a handed-off (or verified) one is labelled by the agent
         with its true intent. Returns whether it was handed off."""
         is_handoff = handed_off(parse_data, self.policy)
-        correct = top_intent(parse_data)[0] == utterance.intent
-        verified = not is_handoff and needs_verification(
+        intent, confidence = top_intent(parse_data)
+        correct = intent == utterance.intent
+        in_band = not is_handoff and needs_verification(
             parse_data, self.policy, self.threshold, self.verification_band
         )
+        verified = in_band and not self.verification_budget
         for stats in (self.traffic, self.round_traffic):
             stats.messages += 1
             if is_handoff:
@@ -239,6 +250,16 @@ class Loop:
         if is_handoff or verified:
             self.pending.append(utterance)
             self.agent_labels += 1
+        elif in_band and intent is not None:
+            ranking = parse_data.get("intent_ranking")
+            entry = QueueEntry(
+                self.traffic.messages,
+                utterance.text,
+                intent,
+                "uncertain",
+                margin(ranking, confidence),
+            )
+            self.queue[entry.id] = (entry, utterance)
         return is_handoff
 
     @property
@@ -248,8 +269,26 @@ class Loop:
     def round_due(self) -> bool:
         return len(self.pending) >= self.round_labels
 
+    def verify_from_queue(self) -> list[Utterance]:
+        """Agents work through ``verification_budget`` entries of the queue; the rest waits."""
+        entries = [entry for entry, _ in self.queue.values()]
+        if self.verification_order == "margin":
+            chosen = [group.ids for group in order_queue(entries)]
+        else:
+            chosen = [(entry.id,) for entry in sorted(entries, key=lambda e: e.id)]
+        labels = []
+        for ids in chosen[: self.verification_budget]:
+            labels += [self.queue.pop(i)[1] for i in ids]
+            self.agent_labels += 1
+        for stats in (self.traffic, self.round_traffic):
+            stats.verified += len(labels)
+        return labels
+
     def take_labels(self) -> tuple[list[Utterance], TrafficStats]:
-        """The labels of this round and its traffic; starts the next round."""
+        """The labels of this round (handoffs, then verifications) and its traffic; starts the
+        next round."""
+        if self.verification_budget:
+            self.pending += self.verify_from_queue()
         labels, stats = self.pending, self.round_traffic
         self.pending, self.round_traffic = [], TrafficStats()
         return labels, stats
@@ -826,6 +865,21 @@ def build_parser() -> argparse.ArgumentParser:
         "handed-off messages are labelled)",
     )
     loop.add_argument(
+        "--verification-budget",
+        type=int,
+        default=0,
+        help="with --verification-band: answers in the band wait in the verification queue "
+        "and agents verify this many queue entries per round (default 0: all of them at once)",
+    )
+    loop.add_argument(
+        "--verification-order",
+        choices=("margin", "arrival"),
+        default="margin",
+        help="the order agents work through the queue with --verification-budget: margin "
+        "(the server's: smallest margin between the two best intents first, near-duplicates "
+        "as one entry) or arrival (oldest first) (default: margin)",
+    )
+    loop.add_argument(
         "--threshold-only",
         action="store_true",
         help="route on confidence alone: ignore the server's handoff intents, always-human "
@@ -871,6 +925,10 @@ def check_args(parser: argparse.ArgumentParser, args: argparse.Namespace) -> Non
         parser.error("--target-precision must be above 0 and at most 1")
     if not 0 <= args.verification_band <= 1:
         parser.error("--verification-band must be between 0 and 1")
+    if args.verification_budget < 0:
+        parser.error("--verification-budget must be 0 (no limit) or positive")
+    if args.verification_budget and not args.verification_band:
+        parser.error("--verification-budget needs a --verification-band above 0")
 
 
 def routing_policy(threshold_only: bool) -> tuple[HandoffPolicy, float | None, float]:
@@ -929,6 +987,8 @@ def run_rounds(run: Run) -> None:
         initial_labels=len(run.initial),
         threshold=run.results["settings"]["threshold"],
         verification_band=args.verification_band,
+        verification_budget=args.verification_budget,
+        verification_order=args.verification_order,
     )
 
     clock.say("round 0: the initial labels")
@@ -1043,6 +1103,8 @@ def settings_summary(
         "threshold": fallback_threshold(config),
         "target_precision": args.target_precision,
         "verification_band": args.verification_band,
+        "verification_budget": args.verification_budget,
+        "verification_order": args.verification_order,
         "policy": {
             "request_intents": sorted(policy.request_intents),
             "always_human_intents": sorted(policy.always_human_intents),

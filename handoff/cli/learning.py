@@ -85,6 +85,11 @@ async def _export(settings: Settings, learning: LearningStore) -> int:
         print(f"  waiting #{candidate_id}: {reason}")
     if result.files:
         print(f"Wrote {len(result.written)} candidate(s) into: {', '.join(result.files)}")
+        if result.held_out:
+            print(
+                f"{len(result.held_out)} of them went into the held-out test set: models are "
+                "scored on them, never trained on them."
+            )
         print("Next: `handoff train` trains, evaluates and promotes a model with them.")
     return 0
 
@@ -155,7 +160,8 @@ async def _review(
         ids = _ids_for(args, review)
         if not ids:
             raise CommandError("no candidates selected: give ids, --intent or --clean", 2)
-        raw = [{"id": i, "action": args.review_action} for i in ids]
+        action = args.review_action.replace("-", "_")
+        raw = [{"id": i, "action": action} for i in ids]
     try:
         decisions: list[Decision] = parse_decisions(raw)
         applied = await apply_decisions(settings, learning, decisions, reviewer.id)

@@ -74,7 +74,7 @@ def _build_parser() -> argparse.ArgumentParser:
 
     review = commands.add_parser(
         "review",
-        help="list pending training-data candidates; approve, edit or reject them",
+        help="list pending training-data candidates; approve, edit, reject or hold them out",
         description="Without an action: list the pending candidates grouped by intent, with "
         "flags (CONFLICT: the same text under another intent; LOW VALUE: the live model "
         "already gets it right confidently; +N: near-duplicates collapsed into it). "
@@ -88,8 +88,16 @@ def _build_parser() -> argparse.ArgumentParser:
         help="maintainer username recorded as reviewer (needed for actions)",
     )
     review_actions = review.add_subparsers(dest="review_action", metavar="ACTION")
-    for action, text in (("approve", "approve candidates"), ("reject", "reject candidates")):
-        sub = review_actions.add_parser(action, help=text)
+    for action, text in (
+        ("approve", "approve candidates"),
+        ("reject", "reject candidates"),
+        (
+            "hold-out",
+            "put example candidates into the held-out test set (HANDOFF_TEST_DATA) at the "
+            "next export, instead of the training data: models are scored on them",
+        ),
+    ):
+        sub = review_actions.add_parser(action, help=text, description=text)
         sub.add_argument("ids", nargs="*", type=int, help="candidate ids")
         sub.add_argument(
             "--intent", help=f"{action} every pending candidate of this intent instead"

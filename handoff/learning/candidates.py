@@ -225,7 +225,7 @@ def with_duplicates(decisions: Sequence[Decision], review: Review) -> list[Decis
     extended = list(decisions)
     decided = {d.candidate_id for d in decisions}
     for decision in decisions:
-        if decision.action in ("approve", "edit"):
+        if decision.action in ("approve", "edit", "hold_out"):
             for twin in collapsed.get(decision.candidate_id, []):
                 if twin not in decided:
                     extended.append(

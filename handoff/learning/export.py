@@ -16,22 +16,27 @@ from dataclasses import dataclass, field
 from typing import Any
 
 __all__ = [
+    "IN_HELDOUT",
     "ApprovedExample",
     "ApprovedResponse",
     "ApprovedStory",
     "ExistingData",
     "Export",
+    "HeldOut",
     "Skipped",
     "build_export",
+    "build_heldout",
     "clean_example",
     "escape_markup",
     "merge_learned",
+    "merge_nlu",
     "normalize",
     "redact",
     "response_name",
 ]
 
 RASA_DATA_VERSION = "3.1"
+IN_HELDOUT = "in the held-out test set (training on it would inflate the scores)"
 MIN_EXAMPLES_PER_NEW_INTENT = 2
 """Rasa needs at least two examples to train an intent; a new intent with fewer waits."""
 
@@ -66,6 +71,8 @@ class ExistingData:
     """normalised example text -> intent"""
     intents: frozenset[str] = frozenset()
     responses: frozenset[str] = frozenset()
+    heldout: Mapping[str, str] = field(default_factory=dict)
+    """normalised example text -> intent, of the held-out test set (never trained on)"""
 
 
 @dataclass(frozen=True)
@@ -89,6 +96,18 @@ class Export:
     skipped: list[Skipped]
     held: list[Skipped] = field(default_factory=list)
     """Candidates left for a later export (a new intent with too few examples yet)."""
+
+
+@dataclass(frozen=True)
+class HeldOut:
+    """Examples reviewers held out, as NLU blocks for the held-out test set."""
+
+    nlu: list[dict[str, Any]]
+    """``[{"intent", "examples"}]`` blocks, to merge with :func:`merge_nlu`."""
+    written: list[int]
+    skipped: list[Skipped]
+    held: list[Skipped]
+    """Held-out examples of an intent the training data does not have yet: they wait."""
 
 
 # Personal data ------------------------------------------------------------------------------
@@ -165,6 +184,9 @@ def build_export(
         known = seen.get(key)
         if known == example.intent:
             skipped.append(Skipped(example.candidate_id, "duplicate"))
+            continue
+        if key in existing.heldout:
+            skipped.append(Skipped(example.candidate_id, IN_HELDOUT))
             continue
         if known is not None:
             skipped.append(
@@ -266,7 +288,71 @@ def build_export(
     )
 
 
+def build_heldout(
+    examples: Sequence[ApprovedExample],
+    existing: ExistingData,
+    trainable: Iterable[str] = (),
+    extra_redactions: Sequence[tuple[str, str]] = (),
+) -> HeldOut:
+    """The held-out additions for examples reviewers held out: cleaned as training examples
+    are, never one already in the training data or the held-out set, and only for intents
+    the model can learn (``existing.intents`` plus ``trainable``, e.g. this export's new
+    ones); the others wait."""
+    known = existing.intents | frozenset(trainable)
+    written: list[int] = []
+    skipped: list[Skipped] = []
+    held: list[Skipped] = []
+    seen = dict(existing.heldout)
+    by_intent: dict[str, list[str]] = {}
+    for example in sorted(examples, key=lambda e: e.candidate_id):
+        text = clean_example(example.text, extra_redactions)
+        key = normalize(text)
+        if not key:
+            skipped.append(Skipped(example.candidate_id, "empty after redaction"))
+        elif key in existing.examples:
+            skipped.append(Skipped(example.candidate_id, "already a training example"))
+        elif seen.get(key) == example.intent:
+            skipped.append(Skipped(example.candidate_id, "duplicate"))
+        elif key in seen:
+            reason = f"conflict: already held out as {seen[key]}"
+            skipped.append(Skipped(example.candidate_id, reason))
+        elif example.intent not in known:
+            held.append(
+                Skipped(example.candidate_id, f"no training examples of {example.intent} yet")
+            )
+        else:
+            seen[key] = example.intent
+            by_intent.setdefault(example.intent, []).append(text)
+            written.append(example.candidate_id)
+    blocks = [
+        {"intent": intent, "examples": "".join(f"- {text}\n" for text in texts)}
+        for intent, texts in sorted(by_intent.items())
+    ]
+    return HeldOut(blocks, written, skipped, held)
+
+
 # Merging into the learned files ---------------------------------------------------------------
+
+
+def merge_nlu(document: Mapping[str, Any], blocks: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
+    """An NLU document with ``blocks``' examples appended under their intents (new intents as
+    new blocks, sorted by intent); other keys of ``document`` (version, synonyms, ...) and
+    blocks without an intent are kept."""
+    nlu_blocks = [dict(block) for block in document.get("nlu", [])]
+    by_intent = {block["intent"]: block for block in nlu_blocks if "intent" in block}
+    for block in blocks:
+        if block["intent"] in by_intent:
+            target = by_intent[block["intent"]]
+            target["examples"] = target["examples"] + block["examples"]
+        else:
+            new_block = dict(block)
+            nlu_blocks.append(new_block)
+            by_intent[block["intent"]] = new_block
+    return {
+        **document,
+        "version": document.get("version", RASA_DATA_VERSION),
+        "nlu": sorted(nlu_blocks, key=lambda b: str(b.get("intent", ""))),
+    }
 
 
 def merge_learned(
@@ -276,16 +362,7 @@ def merge_learned(
     ``domain``; missing ones count as empty) and return the new documents. Examples are
     appended under their intent; stories and rules with a name already present are kept as
     they are; domain intents and responses are unioned."""
-    nlu_blocks = [dict(block) for block in learned.get("nlu", {}).get("nlu", [])]
-    by_intent = {block["intent"]: block for block in nlu_blocks if "intent" in block}
-    for block in export.nlu["nlu"]:
-        if block["intent"] in by_intent:
-            target = by_intent[block["intent"]]
-            target["examples"] = target["examples"] + block["examples"]
-        else:
-            new_block = dict(block)
-            nlu_blocks.append(new_block)
-            by_intent[block["intent"]] = new_block
+    nlu_document = merge_nlu(learned.get("nlu", {}), export.nlu["nlu"])
 
     def merged(kind: str, items: list[dict[str, Any]]) -> list[dict[str, Any]]:
         current = list(learned.get(kind, {}).get(kind, []))
@@ -302,7 +379,7 @@ def merge_learned(
     if responses:
         domain_document["responses"] = dict(sorted(responses.items()))
     return {
-        "nlu": {"version": RASA_DATA_VERSION, "nlu": sorted(nlu_blocks, key=lambda b: b["intent"])},
+        "nlu": nlu_document,
         "stories": {
             "version": RASA_DATA_VERSION,
             "stories": merged("stories", export.stories["stories"]),

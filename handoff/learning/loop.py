@@ -36,8 +36,11 @@ from handoff.learning.export import (
     ApprovedStory,
     ExistingData,
     Export,
+    HeldOut,
     build_export,
+    build_heldout,
     merge_learned,
+    merge_nlu,
     normalize,
 )
 from handoff.learning.operating_point import (
@@ -91,10 +94,12 @@ def existing_data(settings: Settings) -> ExistingData:
     """Normalised example texts (entity markup resolved), intents and responses of the
     training data and domain as they are on disk."""
     data = read_training_data(settings.data_dir, settings.bot_dir)
+    heldout = heldout_examples(settings.test_data) if settings.test_data.exists() else []
     return ExistingData(
         examples={normalize(text): intent for text, intent in data.examples},
         intents=data.intents,
         responses=data.responses,
+        heldout={normalize(text): intent for text, intent in heldout},
     )
 
 
@@ -117,6 +122,8 @@ class ExportResult:
     written: list[int]
     skipped: dict[int, str]
     held: dict[int, str]
+    held_out: list[int] = field(default_factory=list)
+    """The part of ``written`` that went into the held-out test set."""
     files: list[str] = field(default_factory=list)
     """Files that changed (relative to the project root when inside it)."""
     export_id: int | None = None
@@ -153,20 +160,31 @@ def approved_export(
 async def run_export(
     settings: Settings, learning: LearningStore, progress: Progress = print
 ) -> ExportResult:
-    """Write approved candidates into the learned training files, validated by Rasa first.
+    """Write approved candidates into the learned training files, validated by Rasa first, and
+    held-out ones into the held-out test set (``settings.test_data``).
 
     Running it again with nothing newly approved changes no file. Candidates written are
     marked ``exported``, those refused ``skipped`` (with the reason); a new intent with too
-    few examples stays ``approved`` for a later export.
+    few examples stays ``approved`` (``holdout``) for a later export.
     """
     approved = await learning.candidates(["approved"])
-    progress(f"{len(approved)} approved candidate(s) to export.")
+    held_out = await learning.candidates(["holdout"])
+    progress(
+        f"{len(approved)} approved candidate(s) to export"
+        + (f", {len(held_out)} to hold out." if held_out else ".")
+    )
     existing = await asyncio.to_thread(existing_data, settings)
     export = approved_export(approved, existing, settings.redact_patterns)
-    skipped = {s.candidate_id: s.reason for s in export.skipped}
-    held = {s.candidate_id: s.reason for s in export.held}
-    result = ExportResult(export.written, skipped, held)
-    if not export.written:
+    heldout = build_heldout(
+        [ApprovedExample(c.id, c.text or "", c.intent or "") for c in held_out],
+        existing,
+        export.domain.get("intents", []),
+        [("<redacted>", p) for p in settings.redact_patterns],
+    )
+    skipped = {s.candidate_id: s.reason for s in [*export.skipped, *heldout.skipped]}
+    held = {s.candidate_id: s.reason for s in [*export.held, *heldout.held]}
+    result = ExportResult([*export.written, *heldout.written], skipped, held, heldout.written)
+    if not result.written:
         if skipped:
             result.export_id = await learning.record_export([], [], skipped)
         progress("Nothing new to write.")
@@ -174,24 +192,43 @@ async def run_export(
 
     paths = learned_paths(settings)
     current = {kind: _read_yaml(path) for kind, path in paths.items()}
-    merged = merge_learned(current, export)
+    merged = merge_learned(current, export) if export.written else current
     changed = {
         kind: _dump(document)
         for kind, document in merged.items()
         if document != current.get(kind) and _has_content(kind, document)
     }
-    progress("Validating the new training data with Rasa (rasa data validate)...")
-    problems = await asyncio.to_thread(_validate_with, settings, paths, changed)
-    if problems:
-        raise ExportError(
-            "Rasa rejects the training data this export would write; nothing was written.\n"
-            + problems
-        )
+    if changed:
+        progress("Validating the new training data with Rasa (rasa data validate)...")
+        problems = await asyncio.to_thread(_validate_with, settings, paths, changed)
+        if problems:
+            raise ExportError(
+                "Rasa rejects the training data this export would write; nothing was written.\n"
+                + problems
+            )
     for kind, text in changed.items():
         _write_atomically(paths[kind], text)
     result.files = [_display(paths[kind]) for kind in changed]
-    result.export_id = await learning.record_export(result.files, export.written, skipped)
+    if heldout.written:
+        _write_heldout(settings.test_data, heldout)
+        result.files.append(_display(settings.test_data))
+    result.export_id = await learning.record_export(
+        result.files, export.written, skipped, heldout.written
+    )
     return result
+
+
+def _write_heldout(path: Path, heldout: HeldOut) -> None:
+    """Merge held-out examples into the held-out NLU file. Its comment lines before ``nlu:``
+    are kept (others are lost: YAML has no comments once loaded)."""
+    text = path.read_text(encoding="utf-8") if path.exists() else ""
+    document = yaml.safe_load(text) if text.strip() else None
+    merged = merge_nlu(document if isinstance(document, dict) else {}, heldout.nlu)
+    head = text.split("\nnlu:", 1)[0].splitlines()
+    comments = "".join(f"{line}\n" for line in head if line.startswith("#"))
+    body = _dump({key: value for key, value in merged.items() if key != "version"})
+    version = _dump({"version": merged["version"]})
+    _write_atomically(path, f"{version}\n{comments}{body}")
 
 
 def _has_content(kind: str, document: dict[str, Any]) -> bool:

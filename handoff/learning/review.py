@@ -31,6 +31,7 @@ INTENT_NAME_PATTERN = re.compile(r"^[a-z][a-z0-9_]{1,63}$")
 INTENT_NAME_RULE = (
     "intent must be 2-64 characters: lower-case letters, digits and '_', starting with a letter"
 )
+REVIEW_ACTIONS = ("approve", "reject", "edit", "hold_out")
 MAX_DECISIONS = 1000
 MAX_TEXT_CHARS = 2000
 
@@ -42,14 +43,16 @@ class DecisionError(HandoffError, ValueError):
 
 
 def parse_decisions(raw: Any) -> list[Decision]:
-    """Validate ``[{"id": int, "action": "approve"|"reject"|"edit", "text"?, "intent"?}]``."""
+    """Validate ``[{"id": int, "action": "approve"|"reject"|"edit"|"hold_out", "text"?,
+    "intent"?}]``. ``hold_out`` puts an example into the held-out test set instead of the
+    training data (with the text and intent given, if any)."""
     items = _items(raw)
     decisions = []
     for index, item in enumerate(items):
         where = f"decisions[{index}]"
         action = item.get("action")
-        if action not in ("approve", "reject", "edit"):
-            raise DecisionError(f"{where}.action must be approve, reject or edit")
+        if action not in REVIEW_ACTIONS:
+            raise DecisionError(f"{where}.action must be approve, reject, edit or hold_out")
         text, intent = item.get("text"), item.get("intent")
         if action == "edit" and text is None and intent is None:
             raise DecisionError(f"{where}: edit needs a new text or intent")
@@ -110,7 +113,7 @@ def _check_intent(intent: Any, where: str) -> None:
 async def current_review(settings: Settings, learning: LearningStore) -> Review:
     """Pending candidates grouped by intent, with conflict / low-value / duplicate flags."""
     pending = await learning.candidates(["pending"])
-    approved = await learning.candidates(["approved"])
+    approved = await learning.candidates(["approved", "holdout"])
     existing = await asyncio.to_thread(existing_data, settings)
     return review_groups(pending, existing.examples, settings.low_value_confidence, approved)
 
@@ -118,7 +121,16 @@ async def current_review(settings: Settings, learning: LearningStore) -> Review:
 async def apply_decisions(
     settings: Settings, learning: LearningStore, decisions: list[Decision], reviewer_id: int
 ) -> list[Candidate]:
-    """Apply decisions (approving a collapsed item rejects its near-duplicates) atomically."""
+    """Apply decisions (approving or holding out a collapsed item rejects its near-duplicates)
+    atomically. Only examples can be held out."""
+    held_out = [d.candidate_id for d in decisions if d.action == "hold_out"]
+    if held_out:
+        statuses = ("pending", "approved", "rejected", "skipped", "holdout")
+        chosen = await learning.candidates(statuses, ids=held_out)
+        not_examples = [c.id for c in chosen if c.kind != "example"]
+        if not_examples:
+            listed = ", ".join(f"#{i}" for i in not_examples)
+            raise DecisionError(f"only examples can be held out, not {listed}")
     review = await current_review(settings, learning)
     return await learning.decide(with_duplicates(decisions, review), reviewer_id)
 

@@ -77,6 +77,8 @@ class Verification:
     verified_by: int | None
     verified_at: float | None
     created_at: float
+    intent_ranking: list[dict[str, Any]] | None = None
+    """The message's stored intent ranking (only filled in by ``verifications``)."""
 
 
 @dataclass(frozen=True)
@@ -222,7 +224,12 @@ class LearningStore:
         """Apply review decisions all together, or none (:class:`NotFoundError` when an id is
         unknown or no longer pending/approved)."""
         now = time.time()
-        status_of = {"approve": "approved", "edit": "approved", "reject": "rejected"}
+        status_of = {
+            "approve": "approved",
+            "edit": "approved",
+            "reject": "rejected",
+            "hold_out": "holdout",
+        }
         async with self.engine.begin() as db:
             for decision in decisions:
                 values: dict[str, Any] = {
@@ -240,7 +247,7 @@ class LearningStore:
                     schema.candidates.update()
                     .where(
                         C.id == decision.candidate_id,
-                        C.status.in_(["pending", "approved", "rejected", "skipped"]),
+                        C.status.in_(["pending", "approved", "rejected", "skipped", "holdout"]),
                     )
                     .values(**values)
                 )
@@ -255,23 +262,32 @@ class LearningStore:
             return [_row(Candidate, schema.candidates, row) for row in rows]
 
     async def record_export(
-        self, files: Sequence[str], written: Sequence[int], skipped: Mapping[int, str]
+        self,
+        files: Sequence[str],
+        written: Sequence[int],
+        skipped: Mapping[int, str],
+        held_out: Sequence[int] = (),
     ) -> int:
-        """Record an export and mark its candidates ``exported`` / ``skipped`` (with why)."""
+        """Record an export and mark its candidates ``exported`` (training data), ``held_out``
+        (written to the held-out test set) or ``skipped`` (with why)."""
         now = time.time()
         async with self.engine.begin() as db:
             result = await db.execute(
                 schema.exports.insert().values(
-                    created_at=now, files=list(files), written=len(written), skipped=len(skipped)
+                    created_at=now,
+                    files=list(files),
+                    written=len(written) + len(held_out),
+                    skipped=len(skipped),
                 )
             )
             export_id = int(result.inserted_primary_key[0])
-            if written:
-                await db.execute(
-                    schema.candidates.update()
-                    .where(C.id.in_(list(written)))
-                    .values(status="exported", export_id=export_id, updated_at=now, note=None)
-                )
+            for ids, status in ((written, "exported"), (held_out, "held_out")):
+                if ids:
+                    await db.execute(
+                        schema.candidates.update()
+                        .where(C.id.in_(list(ids)))
+                        .values(status=status, export_id=export_id, updated_at=now, note=None)
+                    )
             for candidate_id, reason in skipped.items():
                 await db.execute(
                     schema.candidates.update()
@@ -322,10 +338,24 @@ class LearningStore:
                 )
 
     async def verifications(self, statuses: Iterable[str] = ("pending",)) -> list[Verification]:
-        query = schema.verifications.select().where(V.status.in_(list(statuses))).order_by(V.id)
+        """Verifications in these statuses, by arrival, with their messages' intent rankings
+        (``handoff.learning.verification_queue`` orders them for agents)."""
+        ranking = schema.messages.c.intent_ranking
+        query = (
+            sa.select(schema.verifications, ranking)
+            .join(schema.messages, schema.messages.c.id == V.message_id)
+            .where(V.status.in_(list(statuses)))
+            .order_by(V.id)
+        )
         async with self.engine.connect() as db:
             rows = await db.execute(query)
-        return [_row(Verification, schema.verifications, row) for row in rows]
+        return [
+            Verification(
+                **{column.name: row._mapping[column.name] for column in schema.verifications.c},
+                intent_ranking=row._mapping[ranking],
+            )
+            for row in rows
+        ]
 
     async def verify(
         self,

@@ -141,6 +141,7 @@ candidates = sa.Table(
     sa.Column("kind", sa.String(16), nullable=False),  # "example" | "response" | "story"
     sa.Column("status", sa.String(16), nullable=False, index=True),
     # "pending" | "approved" | "rejected" | "exported" | "skipped"
+    # | "holdout" (to go into the held-out test set) | "held_out" (in it)
     sa.Column("source", sa.String(16), nullable=False),  # "label" | "verification" | "handoff"
     sa.Column("intent", sa.String(128), nullable=True),  # examples and responses
     sa.Column("text", sa.Text, nullable=True),  # example text or response text

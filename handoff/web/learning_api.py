@@ -23,7 +23,8 @@ from handoff.learning.review import (
     parse_decisions,
     parse_verifications,
 )
-from handoff.storage.learning_store import NotFoundError
+from handoff.learning.verification_queue import QueueEntry, margin, order_queue
+from handoff.storage.learning_store import NotFoundError, Verification
 from handoff.storage.records import Agent
 from handoff.web import auth
 from handoff.web.agent_channel import guard_agent_routes
@@ -84,29 +85,48 @@ async def decide(request: Request) -> HTTPResponse:
 
 @blueprint.route("/api/verifications", methods=["GET", "HEAD"])
 async def verifications(request: Request) -> HTTPResponse:
-    """Bot answers waiting for verification (uncertain or marked unhelpful by the user)."""
+    """Bot answers waiting for verification (uncertain or marked unhelpful by the user), most
+    instructive first, near-duplicates collapsed into ``duplicates`` (see
+    ``handoff.learning.verification_queue``)."""
     checked = await _agent(request)
     if isinstance(checked, HTTPResponse):
         return checked
     learning = request_context(request).learning
-    items = await learning.verifications()
+    pending = {v.id: v for v in await learning.verifications()}
+    groups = order_queue(
+        QueueEntry(
+            v.id, v.text, v.predicted_intent, v.reason, margin(v.intent_ranking, v.confidence)
+        )
+        for v in pending.values()
+    )
     return response.json(
         {
             "verifications": [
                 {
-                    "id": v.id,
-                    "conversation_id": v.conversation_id,
-                    "message_id": v.message_id,
-                    "text": v.text,
-                    "predicted_intent": v.predicted_intent,
-                    "confidence": v.confidence,
-                    "reason": v.reason,
-                    "created_at": v.created_at,
+                    **_verification_json(pending[group.lead.id], group.lead.margin),
+                    "duplicates": [
+                        _verification_json(pending[entry.id], entry.margin)
+                        for entry in group.duplicates
+                    ],
                 }
-                for v in items
+                for group in groups
             ]
         }
     )
+
+
+def _verification_json(item: Verification, item_margin: float) -> dict[str, Any]:
+    return {
+        "id": item.id,
+        "conversation_id": item.conversation_id,
+        "message_id": item.message_id,
+        "text": item.text,
+        "predicted_intent": item.predicted_intent,
+        "confidence": item.confidence,
+        "margin": round(item_margin, 4),
+        "reason": item.reason,
+        "created_at": item.created_at,
+    }
 
 
 @blueprint.post("/api/verifications")

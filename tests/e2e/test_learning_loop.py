@@ -1,7 +1,9 @@
 """The whole learning loop end to end, on a copy of bot/ and data/ and a server of its own:
 handoff -> an agent creates an intent, replies and labels paraphrases -> a maintainer approves
 -> export -> train -> promote -> hot swap -> the bot answers a paraphrase itself, while a
-conversation kept open across the swap keeps working."""
+conversation kept open across the swap keeps working. One labelled paraphrase is held out in
+review: it goes into the held-out test set, never into the training data, and both models are
+scored on it."""
 
 from __future__ import annotations
 
@@ -49,6 +51,8 @@ PARAPHRASES = [
     "where can I get a deposit box to keep my documents safe",
 ]
 UNSEEN_PARAPHRASE = "do you have safe deposit boxes available"
+HELD_OUT = "could I keep my passport in one of your vault boxes"
+"""Labelled by the agent too; the maintainer holds it out: it joins the held-out test set."""
 
 
 @dataclass
@@ -70,6 +74,7 @@ def project(
         PROJECT_ROOT / "bot", root / "bot", ignore=shutil.ignore_patterns("__pycache__")
     )
     shutil.copytree(PROJECT_ROOT / "data", root / "data")
+    shutil.copy2(PROJECT_ROOT / "tests" / "data" / "heldout_nlu.yml", root / "heldout_nlu.yml")
     models = root / "models"
     models.mkdir()
     shutil.copy2(training_run.model, models / training_run.model.name)
@@ -77,6 +82,7 @@ def project(
     env = {
         "HANDOFF_BOT_DIR": str(root / "bot"),
         "HANDOFF_DATA_DIR": str(root / "data"),
+        "HANDOFF_TEST_DATA": str(root / "heldout_nlu.yml"),
         "HANDOFF_DATABASE_URL": f"sqlite:///{root / 'handoff.db'}",
         "HANDOFF_MODEL_PATH": str(models),
         "HANDOFF_MODEL_POLL_SECONDS": "1",
@@ -143,7 +149,7 @@ async def test_what_an_agent_teaches_the_bot_answers_after_a_hot_swap(
     frames = await user.say("I need to talk to a human")
     assert frames[0]["type"] == "handoff", frames
     await agent.act("claim", conversation_id=user.conversation_id)
-    for text in PARAPHRASES:
+    for text in [*PARAPHRASES, HELD_OUT]:
         await user.say(text, answered=False)
         relayed = await agent.expect("user_message", conversation_id=user.conversation_id)
         labelled = await agent.act(
@@ -156,7 +162,7 @@ async def test_what_an_agent_teaches_the_bot_answers_after_a_hot_swap(
     await user.close()
     await agent.close()
 
-    # Review: a maintainer approves everything the handoff taught.
+    # Review: a maintainer approves everything the handoff taught but one example, held out.
     token = login(server, "max", "correct-horse-battery")
     review = api(project, "GET", "/api/review", token)
     assert isinstance(review, dict)
@@ -164,22 +170,46 @@ async def test_what_an_agent_teaches_the_bot_answers_after_a_hot_swap(
     assert group["new_intent"] is True
     assert [r["text"] for r in group["responses"]] == [AGENT_ANSWER]
     examples = [e["text"] for e in group["examples"]]
-    assert len(examples) + sum(len(e["duplicates"]) for e in group["examples"]) == len(PARAPHRASES)
+    taught = len(PARAPHRASES) + 1
+    assert len(examples) + sum(len(e["duplicates"]) for e in group["examples"]) == taught
     assert [s["turns"] for s in review["stories"]] == [[[NEW_INTENT, f"utter_{NEW_INTENT}"]]]
-    ids = [e["id"] for e in group["examples"]] + [r["id"] for r in group["responses"]]
-    ids += [s["id"] for s in review["stories"]]
+    [held_out] = [e["id"] for e in group["examples"] if e["text"] == HELD_OUT]
+    ids = [e["id"] for e in group["examples"] if e["id"] != held_out]
+    ids += [r["id"] for r in group["responses"]] + [s["id"] for s in review["stories"]]
+    decisions = [{"id": i, "action": "approve"} for i in ids]
+    api(project, "POST", "/api/review", token, {"decisions": decisions})
+    status, refused = http_json(
+        "POST",
+        f"{server.base_url}/api/review",
+        json.dumps(
+            {"decisions": [{"id": group["responses"][0]["id"], "action": "hold_out"}]}
+        ).encode(),
+        headers={"Authorization": f"Bearer {token}", "Origin": server.base_url},
+    )
+    assert status == 400 and "only examples can be held out" in str(refused), refused
     api(
         project,
         "POST",
         "/api/review",
         token,
-        {"decisions": [{"id": i, "action": "approve"} for i in ids]},
+        {"decisions": [{"id": held_out, "action": "hold_out"}]},
     )
+    heldout_file = project.root / "heldout_nlu.yml"
+    heldout_before = heldout_file.read_text()
 
     # Export, twice: the second run changes nothing.
     exported = run(project, "export")
     assert exported.returncode == 0, exported.stdout + exported.stderr
+    assert "1 of them went into the held-out test set" in exported.stdout, exported.stdout
     learned = {p: p.read_bytes() for p in (project.root / "data" / "learned").glob("*.yml")}
+    assert HELD_OUT not in (project.root / "data" / "learned" / "nlu.yml").read_text()
+    heldout_after = heldout_file.read_text()
+    assert heldout_after.startswith('version: "3.1"') or heldout_after.startswith("version:")
+    assert "# Held-out NLU test set" in heldout_after  # its comments are kept
+    heldout_blocks = {b["intent"]: b["examples"] for b in yaml.safe_load(heldout_after)["nlu"]}
+    assert heldout_blocks[NEW_INTENT] == f"- {HELD_OUT}\n"
+    before_blocks = yaml.safe_load(heldout_before)["nlu"]
+    assert all(heldout_blocks[b["intent"]] == b["examples"] for b in before_blocks)
     domain = project.root / "bot" / "domain" / "learned.yml"
     assert sorted(p.name for p in learned) == ["nlu.yml", "rules.yml", "stories.yml"]
     additions = yaml.safe_load(domain.read_text())
@@ -239,6 +269,9 @@ async def test_what_an_agent_teaches_the_bot_answers_after_a_hot_swap(
         (project.models / "reports" / new_model.group(1).replace(".tar.gz", ".json")).read_text()
     )
     before, after = report["live"]["metrics"], report["new"]["metrics"]
+    # Both models scored on the grown held-out set: the old model on it again, not from cache.
+    grown = sum(len(b["examples"].splitlines()) for b in yaml.safe_load(heldout_after)["nlu"])
+    assert before["examples"] == after["examples"] == grown
     print(
         f"\nheld-out accuracy before/after: {before['accuracy']:.4f} -> {after['accuracy']:.4f}; "
         f"macro-F1 {before['macro_f1']:.4f} -> {after['macro_f1']:.4f}"

@@ -81,8 +81,11 @@ async def test_uncertain_and_unhelpful_answers_are_verified_in_bulk_and_become_c
     await user.send({"type": "feedback", "id": "f3", "in_reply_to": hello_id, "helpful": True})
     assert (await user.expect("error", id="f3"))["code"] == "invalid_field"
     assert await user.bot_texts("thanks")  # the connection is still usable
-    greeting, hours, thanks = pending(server, user.conversation_id)
+    queued = pending(server, user.conversation_id)
+    hours = queued[0]  # unhelpful answers come first
     assert hours["reason"] == "unhelpful" and hours["text"] == "what are your opening hours"
+    by_text = {v["text"]: v for v in queued}
+    greeting, thanks = by_text["hello there"], by_text["thanks"]
 
     # Bad decisions change nothing.
     bad_bodies: list[dict[str, Any]] = [
@@ -153,6 +156,36 @@ async def test_uncertain_and_unhelpful_answers_are_verified_in_bulk_and_become_c
     await user.close()
 
 
+async def test_the_queue_puts_what_teaches_most_first_and_collapses_near_duplicates(
+    server: RunningServer,
+) -> None:
+    user = await connect_user(server)
+    texts = ["hi", "Hello there!", "hello there", "what are your opening hours", "thank you"]
+    for text in texts:
+        assert await user.bot_texts(text)
+    queued = pending(server, user.conversation_id)
+    await user.close()
+
+    # The two spellings of "hello there" are one entry; nothing is lost.
+    assert sorted(
+        [v["text"] for v in queued] + [d["text"] for v in queued for d in v["duplicates"]]
+    ) == sorted(texts)
+    [hello] = [v for v in queued if v["text"].casefold().startswith("hello there")]
+    assert len(hello["duplicates"]) == 1
+    assert hello["duplicates"][0]["predicted_intent"] == hello["predicted_intent"]
+    # Smallest margin between the bot's two best intents first; margins are real differences.
+    margins = [v["margin"] for v in queued]
+    assert margins == sorted(margins)
+    assert all(0 <= v["margin"] <= v["confidence"] for v in queued)
+
+    # One decision for the entry and its duplicate clears both (as the console sends it).
+    ids = [hello["id"], *(d["id"] for d in hello["duplicates"])]
+    decisions = [{"id": i, "action": "confirm"} for i in ids]
+    status, answer = call(server, "POST", "/api/verifications", "vera", {"decisions": decisions})
+    assert status == 200, answer
+    assert not {v["id"] for v in pending(server, user.conversation_id)} & set(ids)
+
+
 def test_metrics_are_prometheus_text(server: RunningServer) -> None:
     status, body = http_json("GET", f"{server.base_url}/metrics")
     assert status == 200
@@ -194,3 +227,11 @@ async def test_review_on_the_command_line(server: RunningServer) -> None:
     approved = review("--as", "mia", "approve", str(ids[0]))
     assert approved.returncode == 0, approved.stderr
     assert f"#{ids[0]} approved" in approved.stdout
+    # Changing one's mind before the export: the example goes to the held-out set instead.
+    held = review("--as", "mia", "hold-out", str(ids[0]))
+    assert held.returncode == 0, held.stderr
+    assert f"#{ids[0]} holdout" in held.stdout
+    status, listed_api = call(server, "GET", "/api/review", "mia")
+    assert status == 200 and ids[0] not in [
+        e["id"] for g in listed_api["groups"] for e in g["examples"]
+    ]

@@ -9,14 +9,17 @@ import pytest
 import yaml
 
 from handoff.learning.export import (
+    IN_HELDOUT,
     ApprovedExample,
     ApprovedResponse,
     ApprovedStory,
     ExistingData,
     Skipped,
     build_export,
+    build_heldout,
     escape_markup,
     merge_learned,
+    merge_nlu,
     normalize,
     redact,
 )
@@ -263,3 +266,61 @@ def test_merge_appends_examples_and_keeps_existing_stories_rules_and_responses()
     ]
     assert merged["domain"]["intents"] == ["card_delivery", "pin_letter"]
     assert sorted(merged["domain"]["responses"]) == ["utter_card_delivery", "utter_pin_letter"]
+
+
+# The held-out test set ------------------------------------------------------------------------
+
+
+def test_held_out_examples_are_cleaned_deduplicated_and_kept_out_of_training() -> None:
+    existing = ExistingData(
+        examples=EXISTING.examples,
+        intents=EXISTING.intents,
+        heldout={normalize("hello friend"): "greet"},
+    )
+    examples = [
+        ApprovedExample(1, "Hi, mail me at ann@example.com", "greet"),
+        ApprovedExample(2, "What is my balance?", "check_balance"),  # a training example
+        ApprovedExample(3, "hello friend!", "greet"),  # held out already
+        ApprovedExample(4, "hello friend", "check_balance"),  # held out under another intent
+        ApprovedExample(5, "book a box", "safe_deposit_box"),  # no training examples yet
+        ApprovedExample(6, "rent a box", "rent_box"),  # new in this export's training data
+        ApprovedExample(7, "   ", "greet"),
+    ]
+    heldout = build_heldout(examples, existing, trainable=["rent_box"])
+    assert heldout.written == [1, 6]
+    assert heldout.nlu == [
+        {"intent": "greet", "examples": "- Hi, mail me at <email>\n"},
+        {"intent": "rent_box", "examples": "- rent a box\n"},
+    ]
+    assert heldout.skipped == [
+        Skipped(2, "already a training example"),
+        Skipped(3, "duplicate"),
+        Skipped(4, "conflict: already held out as greet"),
+        Skipped(7, "empty after redaction"),
+    ]
+    assert heldout.held == [Skipped(5, "no training examples of safe_deposit_box yet")]
+
+
+def test_a_held_out_text_is_never_exported_as_training_data() -> None:
+    existing = ExistingData(intents=EXISTING.intents, heldout={normalize("hi there"): "greet"})
+    export = build_export([ApprovedExample(1, "Hi there!", "greet")], [], [], existing)
+    assert export.written == [] and export.skipped == [Skipped(1, IN_HELDOUT)]
+
+
+def test_merge_nlu_appends_under_the_intent_and_keeps_the_rest() -> None:
+    document: dict[str, Any] = {
+        "version": "3.1",
+        "nlu": [
+            {"intent": "greet", "examples": "- hi\n"},
+            {"synonym": "savings", "examples": "- savings account\n"},
+        ],
+    }
+    merged = merge_nlu(
+        document,
+        [{"intent": "greet", "examples": "- hey\n"}, {"intent": "bye", "examples": "- bye\n"}],
+    )
+    assert merged["version"] == "3.1"
+    assert {"synonym": "savings", "examples": "- savings account\n"} in merged["nlu"]
+    blocks = {b["intent"]: b["examples"] for b in merged["nlu"] if "intent" in b}
+    assert blocks == {"greet": "- hi\n- hey\n", "bye": "- bye\n"}
+    assert document["nlu"][0]["examples"] == "- hi\n"  # the input is not changed

@@ -179,6 +179,51 @@ def test_loop_can_label_answers_agents_verify() -> None:
     assert needs_verification(parse("a", 0.9), strict, 0.6, 0.15)
 
 
+def ranked(intent: str, confidence: float, runner_up: float) -> dict[str, Any]:
+    data = parse(intent, confidence)
+    data["intent_ranking"] = [
+        {"name": intent, "confidence": confidence},
+        {"name": "other", "confidence": runner_up},
+    ]
+    return data
+
+
+@pytest.mark.parametrize(
+    ("order", "verified"),
+    [
+        # the smallest margins first; "hello there" and "Hello there!" are one decision
+        ("margin", ["hello there", "Hello there!", "where is it"]),
+        ("arrival", ["what time", "hello there"]),
+    ],
+)
+def test_agents_verify_a_budget_of_the_queue_in_the_servers_order(
+    order: str, verified: list[str]
+) -> None:
+    loop = Loop(
+        THRESHOLD_ONLY,
+        round_labels=1,
+        initial_labels=0,
+        threshold=0.5,
+        verification_band=0.5,
+        verification_budget=2,
+        verification_order=order,
+    )
+    for text, confidence, runner_up in [
+        ("what time", 0.9, 0.05),
+        ("hello there", 0.6, 0.35),
+        ("where is it", 0.7, 0.2),
+        ("Hello there!", 0.62, 0.3),
+    ]:
+        assert not loop.observe(Utterance(text, "a"), ranked("a", confidence, runner_up))
+    assert loop.pending == [] and len(loop.queue) == 4 and loop.agent_labels == 0
+    assert loop.observe(Utterance("unsure", "b"), parse("a", 0.3, fallback=True))
+    labels, traffic = loop.take_labels()
+    assert [u.text for u in labels] == ["unsure", *verified]
+    assert loop.agent_labels == 1 + 2  # a collapsed entry is one decision
+    assert traffic.verified == len(verified) and loop.traffic.verified == len(verified)
+    assert len(loop.queue) == 4 - len(verified)  # the rest waits for the next round
+
+
 # Export -------------------------------------------------------------------------------------
 
 

@@ -4,10 +4,6 @@ No training: the component is created and run the way Rasa's graph runs it."""
 
 from __future__ import annotations
 
-import json
-import os
-import subprocess
-import sys
 import textwrap
 from pathlib import Path
 from typing import Any
@@ -17,6 +13,7 @@ import pytest
 import yaml
 
 from bot.components.sentence_encoder import EMBEDDING_DIMENSION, encode
+from tests.unit.rasa_script import run_rasa_script
 
 PROJECT_ROOT = Path(__file__).resolve().parents[2]
 COMPONENT = "bot.components.sentence_encoder_featurizer.SentenceEncoderFeaturizer"
@@ -122,19 +119,7 @@ RASA_SCRIPT = textwrap.dedent(
 
 @pytest.fixture(scope="module")
 def rasa_run() -> dict[str, Any]:
-    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3", "RASA_TELEMETRY_ENABLED": "false"}
-    result = subprocess.run(
-        [sys.executable, "-c", RASA_SCRIPT],
-        cwd=Path("/"),  # the component must import through the installed package, not cwd
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
-    assert result.returncode == 0, result.stderr[-3000:]
-    line = next(line for line in result.stdout.splitlines() if line.startswith("RESULT "))
-    parsed: dict[str, Any] = json.loads(line.removeprefix("RESULT "))
-    return parsed
+    return run_rasa_script(RASA_SCRIPT)
 
 
 def test_component_adds_one_sentence_feature_per_message(rasa_run: dict[str, Any]) -> None:
