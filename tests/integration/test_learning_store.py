@@ -68,10 +68,13 @@ async def test_candidates_verification_exports_and_registry(database_url: str) -
             await learning.decide([Decision(first.id, "reject")], agent.id)  # final
 
         bot_answered, _, _ = await store.add_message("c1", "user", "hello")
+        greet_ranking = [{"name": "greet", "confidence": 0.65}, {"name": "bye", "confidence": 0.2}]
+        await store.set_intent_ranking(bot_answered.id, greet_ranking)
         await learning.queue_verification(bot_answered, "greet", 0.65, "uncertain")
         await learning.queue_verification(bot_answered, "greet", 0.65, "unhelpful")
         [item] = await learning.verifications()
         assert item.reason == "unhelpful"
+        assert item.intent_ranking == greet_ranking  # for the queue's order (margins)
         created = await learning.verify(
             [VerificationDecision(item.id, "correct", "thank_you")], agent.id, ["greet"]
         )
@@ -82,6 +85,17 @@ async def test_candidates_verification_exports_and_registry(database_url: str) -
             "verification",
             True,
         )
+
+        # Held out: decided, then written to the held-out set by an export (final, like
+        # exported), and not counted as an exported training example.
+        [held] = await learning.decide([Decision(corrected.id, "hold_out")], agent.id)
+        assert held.status == "holdout"
+        await learning.record_export(["tests/data/heldout_nlu.yml"], [], {}, [corrected.id])
+        [in_heldout] = await learning.candidates(["held_out"], ids=[corrected.id])
+        assert in_heldout.export_id is not None
+        assert await learning.candidates(["exported"], ids=[corrected.id]) == []
+        with pytest.raises(NotFoundError):
+            await learning.decide([Decision(corrected.id, "approve")], agent.id)
 
         old = await learning.register_model("m-old.tar.gz", "a" * 64, 90.0)
         assert (await learning.register_model("m-old.tar.gz", "a" * 64, 1.0)).id == old.id

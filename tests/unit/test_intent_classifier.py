@@ -67,6 +67,7 @@ RASA_SCRIPT = textwrap.dedent(
     trained.train(data)
     loaded = C.load(C.get_default_config(), storage, resource, context)
     out["default_C"] = trained.clf.C
+    out["features"] = type(trained._create_X(data.intent_examples)).__name__
     out["loaded"] = {"C": loaded.clf.C, "same": parse(loaded, "hey") == parse(trained, "hey")}
     out["invalid"] = []
     for bad in (0, -1, "ten", True, None):
@@ -102,6 +103,10 @@ def test_trains_and_ranks_with_its_c(rasa_run: dict[str, Any]) -> None:
         assert abs(sum(item["confidence"] for item in ranking) - 1.0) < 1e-6
     # weaker regularisation: a sharper ranking on the same data
     assert strong["parse"][0]["confidence"] > weak["parse"][0]["confidence"]
+
+
+def test_dense_features_reach_scikit_learn_as_a_dense_array(rasa_run: dict[str, Any]) -> None:
+    assert rasa_run["features"] == "ndarray"  # Rasa's own gives a sparse matrix: slower fits
 
 
 def test_persists_and_loads_with_its_c(rasa_run: dict[str, Any]) -> None:
