@@ -117,6 +117,3 @@ class Hub:
                     if id(subscription) not in delivered:
                         delivered.add(id(subscription))
                         subscription.offer(event)
-
-    def has_subscribers(self, topic: str) -> bool:
-        return bool(self._subscribers.get(topic))
