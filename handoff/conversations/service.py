@@ -153,7 +153,10 @@ class ConversationService:
     ) -> UserMessageResult:
         """Handle a user's message: bot answer, handoff, or relay to the agent.
 
-        Sending the same ``client_id`` twice stores and delivers the message once.
+        Sending the same ``client_id`` twice stores and delivers the message once. A resent
+        message whose bot turn failed before the assistant parsed it (the user got
+        ``internal``, e.g. while a worker restarted) is answered then: a resend is what that
+        error asks for.
         """
         async with self._lock(conversation_id):
             stored = await self.store.conversation(conversation_id)
@@ -183,6 +186,8 @@ class ConversationService:
                 events_for=relay_events,
             )
             if not created:
+                if await self._never_parsed(stored, message):
+                    await self._bot_turn(stored, after, message, client_id, channel)
                 return UserMessageResult(message, duplicate=True)
             await self._publish(events)
             (todo,) = plans
@@ -201,6 +206,19 @@ class ConversationService:
                     ),
                 )
             return UserMessageResult(message, duplicate=False)
+
+    async def _never_parsed(self, stored: StoredConversation, message: Message) -> bool:
+        """Whether ``message`` waits for a bot turn that failed before NLU: the conversation is
+        with the bot, the message was not relayed in a handoff, has no intent ranking, and
+        nothing came after it."""
+        if (
+            stored.conversation.state is not State.BOT
+            or message.handoff_id is not None
+            or message.intent_ranking is not None
+        ):
+            return False
+        latest = await self.store.messages(stored.conversation.id)
+        return bool(latest) and latest[-1].id == message.id
 
     async def _bot_turn(
         self,

@@ -285,6 +285,31 @@ async def test_a_duplicate_client_id_is_stored_and_delivered_once(world: World) 
     assert world.fake.parsed == [BALANCE]
 
 
+async def test_a_resent_message_whose_bot_turn_failed_before_nlu_is_answered(
+    world: World,
+) -> None:
+    """The user got ``internal`` (say the worker restarted during the parse) and resends the
+    same message: it is answered, not acknowledged into a dead end."""
+    parse = world.fake.parse
+
+    async def failing_parse(text: str) -> dict[str, Any]:
+        raise RuntimeError("the assistant worker died")
+
+    world.fake.parse = failing_parse  # type: ignore[method-assign]
+    with pytest.raises(RuntimeError):
+        await world.service.user_message("c1", "m1", BALANCE, "web")
+    world.fake.parse = parse  # type: ignore[method-assign]
+    again = await world.service.user_message("c1", "m1", BALANCE, "web")
+
+    assert again.duplicate
+    assert [m.sender for m in await world.store.messages("c1")] == ["user", "bot"]
+    assert types(await world.user_events("c1")) == ["ack", "bot"]
+    # Answered once: a third send of the same message changes nothing.
+    await world.service.user_message("c1", "m1", BALANCE, "web")
+    assert [m.sender for m in await world.store.messages("c1")] == ["user", "bot"]
+    assert world.fake.parsed == [BALANCE]
+
+
 async def test_feedback_queues_the_bot_answered_message_for_verification(world: World) -> None:
     await world.service.user_message("c1", "m1", BALANCE, "web")
 
