@@ -258,13 +258,7 @@ def build_export(
         story_documents.append({"story": story.name, "steps": steps})
         written.append(story.candidate_id)
 
-    nlu = {
-        "version": RASA_DATA_VERSION,
-        "nlu": [
-            {"intent": intent, "examples": "".join(f"- {text}\n" for text in texts)}
-            for intent, texts in sorted(by_intent.items())
-        ],
-    }
+    nlu = {"version": RASA_DATA_VERSION, "nlu": _nlu_blocks(by_intent)}
     domain: dict[str, Any] = {"version": RASA_DATA_VERSION}
     if new_intents:
         domain["intents"] = sorted(new_intents)
@@ -324,11 +318,15 @@ def build_heldout(
             seen[key] = example.intent
             by_intent.setdefault(example.intent, []).append(text)
             written.append(example.candidate_id)
-    blocks = [
+    return HeldOut(_nlu_blocks(by_intent), written, skipped, held)
+
+
+def _nlu_blocks(by_intent: Mapping[str, Sequence[str]]) -> list[dict[str, Any]]:
+    """Rasa NLU blocks, one per intent (sorted), examples as a ``- text`` list."""
+    return [
         {"intent": intent, "examples": "".join(f"- {text}\n" for text in texts)}
         for intent, texts in sorted(by_intent.items())
     ]
-    return HeldOut(blocks, written, skipped, held)
 
 
 # Merging into the learned files ---------------------------------------------------------------

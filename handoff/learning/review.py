@@ -13,7 +13,13 @@ from handoff.core.errors import HandoffError
 from handoff.learning.candidates import Review, review_groups, with_duplicates
 from handoff.learning.loop import existing_data
 from handoff.settings import Settings
-from handoff.storage.learning_store import Candidate, Decision, LearningStore, VerificationDecision
+from handoff.storage.learning_store import (
+    REVIEWABLE,
+    Candidate,
+    Decision,
+    LearningStore,
+    VerificationDecision,
+)
 
 __all__ = [
     "INTENT_NAME_PATTERN",
@@ -125,8 +131,7 @@ async def apply_decisions(
     atomically. Only examples can be held out."""
     held_out = [d.candidate_id for d in decisions if d.action == "hold_out"]
     if held_out:
-        statuses = ("pending", "approved", "rejected", "skipped", "holdout")
-        chosen = await learning.candidates(statuses, ids=held_out)
+        chosen = await learning.candidates(REVIEWABLE, ids=held_out)
         not_examples = [c.id for c in chosen if c.kind != "example"]
         if not_examples:
             listed = ", ".join(f"#{i}" for i in not_examples)

@@ -19,6 +19,7 @@ from handoff.storage import schema
 from handoff.storage.records import Message
 
 __all__ = [
+    "REVIEWABLE",
     "Candidate",
     "Decision",
     "Label",
@@ -32,6 +33,8 @@ __all__ = [
 
 C = schema.candidates.c
 V = schema.verifications.c
+REVIEWABLE = ("pending", "approved", "rejected", "skipped", "holdout")
+"""Candidate statuses a review decision may still change (exported and held-out are final)."""
 M = schema.model_versions.c
 
 
@@ -247,7 +250,7 @@ class LearningStore:
                     schema.candidates.update()
                     .where(
                         C.id == decision.candidate_id,
-                        C.status.in_(["pending", "approved", "rejected", "skipped", "holdout"]),
+                        C.status.in_(REVIEWABLE),
                     )
                     .values(**values)
                 )

@@ -22,6 +22,7 @@ from benchmarks.learning_curve import (
     Utterance,
     at_target_precision,
     build_parser,
+    check_args,
     compute_metrics,
     diet_epochs,
     fallback_threshold,
@@ -380,6 +381,24 @@ def test_help_and_defaults() -> None:
     help_text = build_parser().format_help()
     for option in ("--data", "--domains", "--pipeline", "--round-labels", "--max-rounds"):
         assert option in help_text
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["--verification-budget", "50"], "needs a --verification-band"),
+        (["--verification-band", "0.2", "--verification-budget", "-1"], "0 (no limit) or positive"),
+        (["--verification-band", "0.2", "--verification-order", "random"], "invalid choice"),
+    ],
+)
+def test_bad_verification_options_are_refused_with_a_reason(
+    argv: list[str], message: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    parser = build_parser()
+    with pytest.raises(SystemExit) as exit_info:
+        check_args(parser, parser.parse_args(argv))
+    assert exit_info.value.code == 2
+    assert message in capsys.readouterr().err
 
 
 def test_dataset_is_immutable() -> None:
