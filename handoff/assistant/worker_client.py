@@ -24,8 +24,8 @@ from handoff.assistant.tracker_changes import TrackerChange
 from handoff.assistant.worker_protocol import (
     FrameError,
     encode_changes,
+    encode_frame,
     read_frame,
-    write_frame,
 )
 from handoff.core.errors import HandoffError
 
@@ -101,6 +101,8 @@ class WorkerProcess:
         self._writer = writer
         self._pending: dict[int, asyncio.Future[Any]] = {}
         self._ids = itertools.count(1)
+        self._outgoing: list[bytes] = []
+        """Requests made in this loop iteration, written together by :meth:`_flush`."""
         self.gone = asyncio.Event()
         """Set when the connection ends: the worker exited, was killed or retired."""
         self.info = ModelInfo(
@@ -178,13 +180,24 @@ class WorkerProcess:
         if self.gone.is_set():
             raise WorkerGoneError(f"assistant worker {self.name} is gone")
         request_id = next(self._ids)
-        future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+        frame = encode_frame({"id": request_id, "op": op, "args": args})
+        loop = asyncio.get_running_loop()
+        future: asyncio.Future[Any] = loop.create_future()
         self._pending[request_id] = future
-        write_frame(self._writer, {"id": request_id, "op": op, "args": args})
+        if not self._outgoing:
+            loop.call_soon(self._flush)
+        self._outgoing.append(frame)
         try:
             return await future
         finally:
             self._pending.pop(request_id, None)
+
+    def _flush(self) -> None:
+        """One socket write for the requests of a loop iteration (a burst of relayed messages
+        is one system call, not one each)."""
+        frames, self._outgoing = self._outgoing, []
+        if not self._writer.is_closing():
+            self._writer.write(b"".join(frames))
 
     async def shutdown(self, timeout: float = SHUTDOWN_SECONDS) -> int | None:
         """Let the worker finish what it holds and exit (killed after ``timeout`` seconds);

@@ -167,7 +167,7 @@ def ready_frame(assistant: Any) -> dict[str, Any]:
 
 async def _run(args: argparse.Namespace) -> int:
     reader, writer = await connect(args.fd)
-    from handoff.assistant.heap import freeze_heap
+    from handoff.assistant.heap import tune_collector_for_serving
     from handoff.assistant.rasa_assistant import Assistant, redis_lock_store
 
     try:
@@ -182,7 +182,7 @@ async def _run(args: argparse.Namespace) -> int:
         logger.exception("Could not load the model from %s", args.model)
         await say_failed(writer, f"{type(error).__name__}: {error}")
         return EXIT_LOAD_FAILED
-    freeze_heap()
+    tune_collector_for_serving()
     await serve_ready(assistant, reader, writer)
     await assistant.close()
     writer.close()

@@ -9,6 +9,7 @@ from pathlib import Path
 
 from sanic import Sanic
 
+from handoff.assistant.heap import tune_collector_for_serving
 from handoff.assistant.interface import AssistantApi, AssistantRuntime
 from handoff.assistant.model_files import resolve_model_path
 from handoff.assistant.rasa_http_api import set_rasa_api_agent
@@ -35,6 +36,7 @@ from handoff.web.context import AppContext, app_context, install_context
 from handoff.web.http_errors import JsonApiErrorHandler
 from handoff.web.security_headers import add_security_headers
 from handoff.web.sign_in_throttle import forget_stale_counters
+from handoff.web.websocket_io import install as queue_websocket_messages
 
 __all__ = ["assistant_runtime", "create_app", "handoff_policy"]
 
@@ -63,6 +65,7 @@ def create_app(settings: Settings) -> Sanic:
     app.config.WEBSOCKET_MAX_SIZE = WEBSOCKET_MAX_SIZE
     app.config.WEBSOCKET_PING_INTERVAL = 20
     app.config.WEBSOCKET_PING_TIMEOUT = settings.websocket_ping_timeout
+    queue_websocket_messages()
     install_context(app, AppContext(settings, runtime=assistant_runtime(settings)))
     add_security_headers(app)
 
@@ -115,6 +118,7 @@ def create_app(settings: Settings) -> Sanic:
             asyncio.create_task(ctx.agent_connections.follow(ctx.hub)),
             asyncio.create_task(AccountSweep(ctx.agent_connections, ctx.store, ctx.service).run()),
         ]
+        tune_collector_for_serving()
 
     @app.before_server_stop
     async def close_storage(app: Sanic, _loop: asyncio.AbstractEventLoop) -> None:

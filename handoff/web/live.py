@@ -11,6 +11,7 @@ from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
 
 from sanic.server.websockets.impl import WebsocketImplProtocol
+from websockets.connection import OPEN
 from websockets.exceptions import ConnectionClosed
 
 from handoff.conversations.service import ActionError
@@ -20,6 +21,7 @@ from handoff.core.safe_json import ProtocolError, peek_client_id
 from handoff.realtime.hub import Hub
 from handoff.storage.records import Event
 from handoff.storage.store import Store
+from handoff.web.websocket_io import send_texts, take_queued
 
 __all__ = ["LiveConnection", "RateLimiter", "event_frame", "resume_from", "serve_frames"]
 
@@ -105,26 +107,28 @@ class LiveConnection:
     async def catch_up(
         self, last_event_id: int, fetch: Callable[[int], Awaitable[list[Event]]]
     ) -> None:
-        for event in await fetch(last_event_id):
-            await self._send_event(event)
+        texts = [self._event_text(event) for event in await fetch(last_event_id)]
+        await send_texts(self.ws, [text for text in texts if text is not None])
         self.last_sent_event_id = max(self.last_sent_event_id, last_event_id)
 
-    async def _send_event(self, event: Event) -> None:
+    def _event_text(self, event: Event) -> str | None:
+        """The event's frame as text, None if it was sent already; counts it as sent."""
         if event.id and event.id <= self.last_sent_event_id:
-            return
-        await self.send_now(event_frame(event))
+            return None
         if event.id:
             self.last_sent_event_id = event.id
+        return json.dumps(event_frame(event), ensure_ascii=False)
 
-    async def _deliver(self, event: Event) -> None:
+    async def _event_texts(self, event: Event) -> list[str]:
         if self.fetch is None or not event.id:
-            await self._send_event(event)
-            return
-        for queued in self.subscription.drain():  # one database read for a burst
-            if not queued.id:
-                await self._send_event(queued)
-        for stored in await self.fetch(self.last_sent_event_id):
-            await self._send_event(stored)
+            text = self._event_text(event)
+            return [] if text is None else [text]
+        texts = [self._event_text(queued) for queued in self.subscription.drain() if not queued.id]
+        # One database read for a burst; the hub only said that there is something new.
+        texts.extend(
+            self._event_text(stored) for stored in await self.fetch(self.last_sent_event_id)
+        )
+        return [text for text in texts if text is not None]
 
     async def run(self, on_overflow: Callable[[], Awaitable[None]]) -> None:
         """Send until the connection closes. Each wake-up sends everything queued by then, so
@@ -133,10 +137,12 @@ class LiveConnection:
             while True:
                 await self._wake.wait()
                 self._wake.clear()  # what is queued from here on sets it again
+                texts: list[str] = []
                 while not self._direct.empty():
-                    await self.send_now(self._direct.get_nowait())
+                    texts.append(json.dumps(self._direct.get_nowait(), ensure_ascii=False))
                 while not self.subscription.queue.empty():
-                    await self._deliver(self.subscription.queue.get_nowait())
+                    texts.extend(await self._event_texts(self.subscription.queue.get_nowait()))
+                await send_texts(self.ws, texts)  # one write for the burst
                 if self.subscription.overflowed:
                     self.subscription.overflowed = False
                     await on_overflow()
@@ -185,31 +191,44 @@ async def serve_frames(
     writer = asyncio.create_task(live.run(resync))
     try:
         while True:
-            raw = await live.ws.recv()
-            if raw is None:
-                continue
-            if not limiter.allow():
-                live.send(error_frame(limiter.refusal(peek_client_id(raw))))
-                continue
-            client_id: str | None = None
-            try:
-                frame = parse(raw)
-                client_id = getattr(frame, "client_id", None)
-                reply = await handle(frame)
-            except HandoffError as error:  # an invalid frame (its id if readable) or a refusal
-                if not isinstance(error, (ProtocolError, ActionError)):
-                    logger.warning("A frame of %s was refused: %r", who, error, exc_info=error)
-                live.send(error_frame(error, client_id))
-                continue
-            except Exception:
-                logger.exception("A frame of %s failed", who)
-                failed = InternalError("the server failed on this frame; send it again")
-                live.send(error_frame(failed, client_id))
-                continue
-            if reply is not None:
-                live.send(reply)
+            first = await live.ws.recv()
+            for raw in [first, *take_queued(live.ws)]:  # what arrived meanwhile, in order
+                if live.ws.connection.state is not OPEN:
+                    break  # ended meanwhile (e.g. its account was disabled): read no more
+                if raw is not None:
+                    await _serve_frame(live, limiter, parse, handle, raw, who)
     except ConnectionClosed:
         logger.debug("Websocket of %s closed", who)
     finally:
         writer.cancel()
         live.subscription.close()
+
+
+async def _serve_frame(
+    live: LiveConnection,
+    limiter: RateLimiter,
+    parse: Callable[[str | bytes], FrameT],
+    handle: Callable[[FrameT], Awaitable[dict[str, Any] | None]],
+    raw: str | bytes,
+    who: str,
+) -> None:
+    if not limiter.allow():
+        live.send(error_frame(limiter.refusal(peek_client_id(raw))))
+        return
+    client_id: str | None = None
+    try:
+        frame = parse(raw)
+        client_id = getattr(frame, "client_id", None)
+        reply = await handle(frame)
+    except HandoffError as error:  # an invalid frame (its id if readable) or a refusal
+        if not isinstance(error, (ProtocolError, ActionError)):
+            logger.warning("A frame of %s was refused: %r", who, error, exc_info=error)
+        live.send(error_frame(error, client_id))
+        return
+    except Exception:
+        logger.exception("A frame of %s failed", who)
+        failed = InternalError("the server failed on this frame; send it again")
+        live.send(error_frame(failed, client_id))
+        return
+    if reply is not None:
+        live.send(reply)

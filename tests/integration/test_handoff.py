@@ -13,6 +13,7 @@ import pytest
 from websockets.client import connect
 from websockets.exceptions import InvalidStatusCode
 
+from handoff.web.websocket_io import MAX_QUEUED
 from tests.conftest import (
     PASSWORD,
     STRICT_INTENT,
@@ -439,6 +440,49 @@ async def test_unhelpful_answer_then_accepting_a_person_hands_off(team: RunningS
     await user.send({"type": "request_human", "id": "thumbs-down-2"})
     error = await user.expect("error", id="thumbs-down-2")
     assert error["code"] == "illegal_transition", "already waiting for a person"
+    await user.close()
+
+
+async def test_bursts_are_relayed_in_order_and_once_each_way(
+    team: RunningServer, dana: AgentClient
+) -> None:
+    """Frames sent back to back arrive together and are read as a burst: each is handled once,
+    in the order sent, both ways (the agent's burst is longer than a connection queues before
+    it stops reading from its socket)."""
+    user = await handed_off_user(team)
+    await claim(dana, user)
+    said = [f"burst message {n}" for n in range(15)]
+    for number, text in enumerate(said):
+        await user.send({"type": "message", "id": f"burst-{number}", "text": text})
+    relayed = [
+        (await dana.expect("user_message", conversation_id=user.conversation_id))["message"]
+        for _ in said
+    ]
+    assert [m["text"] for m in relayed] == said
+    # Longer than a connection queues before it pauses reading, and than the agent's burst
+    # allowance (60, less what the claim used): the first ones are relayed in order, the rest
+    # refused with their ids, none dropped.
+    replies = [f"burst reply {n}" for n in range(MAX_QUEUED + 6)]
+    for number, text in enumerate(replies):
+        await dana.send(
+            {
+                "type": "reply",
+                "id": f"burst-reply-{number}",
+                "conversation_id": user.conversation_id,
+                "text": text,
+            }
+        )
+    answers = [await dana.expect_any(("ack", "error")) for _ in replies]
+    refused = {a["id"] for a in answers if a["type"] == "error" and a["code"] == "rate_limited"}
+    accepted = [a["id"] for a in answers if a["type"] == "ack"]
+    assert len(accepted) + len(refused) == len(replies), answers
+    assert accepted == [f"burst-reply-{n}" for n in range(len(accepted))]
+    assert len(accepted) >= 50
+    received = [(await user.expect("agent"))["text"] for _ in accepted]
+    assert received == replies[: len(accepted)]
+    frames = await user.drain(0.5) + await dana.drain(0.5)
+    assert not [f for f in frames if f["type"] in ("agent", "user_message", "error")], frames
+    await dana.act("close", conversation_id=user.conversation_id)
     await user.close()
 
 
