@@ -176,7 +176,7 @@ class ConversationService:
                 # turn's come after the bot's answers.
                 return [] if todo.bot_answers else todo.events
 
-            message, created, events = await self.store.add_message(
+            message, created, _ = await self.store.add_message(
                 conversation_id,
                 "user",
                 text,
@@ -184,12 +184,12 @@ class ConversationService:
                 client_message_id=client_id,
                 events=[user_event(conversation_id, "ack", id=client_id)],
                 events_for=relay_events,
+                publish=self.hub.publish,
             )
             if not created:
                 if await self._never_parsed(stored, message):
                     await self._bot_turn(stored, after, message, client_id, channel)
                 return UserMessageResult(message, duplicate=True)
-            await self._publish(events)
             (todo,) = plans
             if todo.bot_answers:
                 await self._bot_turn(stored, after, message, client_id, channel)
@@ -255,8 +255,8 @@ class ConversationService:
                     "bot",
                     reply.get("text") or "",
                     events=[user_event(conversation.id, "bot", in_reply_to=client_id, **reply)],
+                    publish=self.hub.publish,
                 )
-                await self._publish(events)
             if after != conversation or decision.fallback_streak != stored.fallback_streak:
                 await self.store.save_conversation(
                     stored, after, fallback_streak=decision.fallback_streak
@@ -326,8 +326,9 @@ class ConversationService:
             if agent_id is not None
             else []
         )
-        events = await self.store.set_intent_ranking(message.id, ranking, intents_events)
-        await self._publish(events)
+        await self.store.set_intent_ranking(
+            message.id, ranking, intents_events, publish=self.hub.publish
+        )
         if agent_id is None:
             await self._queue_changed()
 
@@ -424,7 +425,7 @@ class ConversationService:
                     "response_name": response_name,
                 },
             )
-            _, created, events = await self.store.add_message(
+            _, created, _ = await self.store.add_message(
                 conversation_id,
                 "agent",
                 text,
@@ -434,10 +435,10 @@ class ConversationService:
                 response_name=response_name,
                 events=todo.events,
                 first_reply_of=stored.handoff_id,
+                publish=self.hub.publish,
             )
             if not created:
                 return False
-            await self._publish(events)
             self._append_to_tracker(conversation_id, todo.tracker)
             return True
 

@@ -13,6 +13,10 @@ runs the statement at once and returns a buffered result. Callers must not await
 but ``execute`` inside a transaction: the single connection would be needed twice, which
 raises at once (pool timeout 0) instead of deadlocking the loop.
 
+:meth:`InlineEngine.batched` runs a write in a transaction shared with the other writes
+submitted in the same loop iteration (a group commit: one commit, a savepoint each); the
+relay's writes use it.
+
 SQLite's automatic WAL checkpoint would run inside the commit that crosses 1,000 pages, with
 its fsync, stalling the loop for milliseconds; it is off on the inline connection, and a
 :class:`Checkpointer` thread copies the WAL back into the database every
@@ -22,12 +26,15 @@ blocks a writer).
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import logging
 import sqlite3
 import threading
-from collections.abc import AsyncIterator, Iterator, Sequence
+from collections.abc import AsyncIterator, Callable, Coroutine, Iterator, Sequence
 from contextlib import asynccontextmanager, contextmanager
-from typing import Any, cast
+from dataclasses import dataclass
+from typing import Any, TypeVar, cast
 
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection, Engine, Result
@@ -37,8 +44,13 @@ __all__ = [
     "Checkpointer",
     "InlineConnection",
     "InlineEngine",
+    "SuspendedInBatchError",
     "inline_sqlite_engine",
 ]
+
+T = TypeVar("T")
+Batched = Coroutine[Any, Any, T]
+"""A batched write: a coroutine that awaits only the inline connection's ``execute``."""
 
 CHECKPOINT_INTERVAL_S = 1.0
 """How often the WAL is copied back into the database file, off the loop."""
@@ -96,6 +108,37 @@ class InlineConnection:
         return result
 
 
+class SuspendedInBatchError(RuntimeError):
+    """A batched write awaited something other than ``execute``: it would hold the shared
+    transaction open across loop iterations. A programming error; nothing of it is kept."""
+
+
+def _run_to_completion(coroutine: Coroutine[Any, Any, T]) -> T:
+    """Run a coroutine that must finish without suspending (statements on the inline
+    connection never do), here and now."""
+    try:
+        coroutine.send(None)
+    except StopIteration as finished:
+        return cast(T, finished.value)
+    coroutine.close()
+    raise SuspendedInBatchError("a batched write awaited something other than execute()")
+
+
+@dataclass
+class _Pending:
+    write: Callable[[InlineConnection], Batched[Any]]
+    then: Callable[[Any], None] | None
+    done: asyncio.Future[Any]
+
+
+def _roll_back(connection: Connection) -> None:
+    """End whatever transaction ``connection`` and its driver connection still hold."""
+    with contextlib.suppress(Exception):
+        connection.rollback()
+    with contextlib.suppress(Exception):
+        connection.connection.driver_connection.rollback()
+
+
 class InlineEngine:
     """Stand-in for ``AsyncEngine`` over a synchronous SQLite engine (see the module doc).
 
@@ -108,6 +151,8 @@ class InlineEngine:
         self.checkpointer = checkpointer
         self._connection: Connection | None = None
         self._in_use = False
+        self._batch: list[_Pending] = []
+        """Writes submitted in this loop iteration, run and committed by _commit_batch."""
 
     @contextmanager
     def _use(self) -> Iterator[Connection]:
@@ -127,8 +172,99 @@ class InlineEngine:
 
     @asynccontextmanager
     async def begin(self) -> AsyncIterator[InlineConnection]:
-        with self._use() as connection, connection.begin():
-            yield InlineConnection(connection)
+        with self._use() as connection:
+            try:
+                with connection.begin():
+                    yield InlineConnection(connection)
+            except BaseException:
+                _roll_back(connection)  # a failed COMMIT leaves SQLite's transaction open
+                raise
+
+    async def batched(
+        self,
+        write: Callable[[InlineConnection], Batched[T]],
+        then: Callable[[T], None] | None = None,
+    ) -> T:
+        """Run ``write(db)`` in a transaction shared with the writes submitted in this loop
+        iteration, and return its result once that transaction is committed.
+
+        Writes run in submission order, each in a savepoint: one that raises is rolled back
+        alone and its caller gets the error; if the commit fails, every caller gets that
+        error and nothing is stored. ``then(result)`` runs right after the commit, in
+        submission order, before any caller resumes: publish events there, so that they go
+        out in commit (event id) order. ``write`` must await only ``execute`` (else
+        :class:`SuspendedInBatchError`). A caller cancelled while waiting still gets its
+        result (the write is committed anyway); the cancellation is raised at its next await
+        instead."""
+        loop = asyncio.get_running_loop()
+        done: asyncio.Future[T] = loop.create_future()
+        if not self._batch:
+            loop.call_soon(self._commit_batch)
+        self._batch.append(_Pending(write, then, done))
+        try:
+            return await asyncio.shield(done)
+        except asyncio.CancelledError:
+            while not done.done():  # the batch runs among this iteration's callbacks
+                try:
+                    await asyncio.shield(done)
+                except asyncio.CancelledError:
+                    continue
+            task = asyncio.current_task()
+            if task is not None:
+                task.cancel()  # delivered at the caller's next await
+            return done.result()
+
+    def _commit_batch(self) -> None:
+        batch, self._batch = self._batch, []
+        outcomes: list[tuple[_Pending, Any, Exception | None]] = []
+        try:
+            with self._use() as connection:
+                try:
+                    self._run_batch(connection, batch, outcomes)
+                except Exception:
+                    _roll_back(connection)  # a failed COMMIT leaves SQLite's transaction open
+                    raise
+        except Exception as error:  # the commit failed: nothing of the batch is stored
+            logger.error("A batch of %d writes failed to commit: %s", len(batch), error)
+            for pending in batch:
+                if not pending.done.done():
+                    pending.done.set_exception(error)
+            return
+        for pending, value, failure in outcomes:
+            if failure is None and pending.then is not None:
+                try:
+                    pending.then(value)
+                except Exception:
+                    logger.exception("After a batched write")
+        for pending, value, failure in outcomes:
+            if pending.done.done():
+                continue
+            if failure is None:
+                pending.done.set_result(value)
+            else:
+                pending.done.set_exception(failure)
+
+    @staticmethod
+    def _run_batch(
+        connection: Connection,
+        batch: list[_Pending],
+        outcomes: list[tuple[_Pending, Any, Exception | None]],
+    ) -> None:
+        with connection.begin():
+            dbapi = cast(sqlite3.Connection, connection.connection.driver_connection)
+            dbapi.execute("BEGIN")  # else the first savepoint would commit on release
+            db = InlineConnection(connection)
+            for pending in batch:
+                dbapi.execute("SAVEPOINT batched_write")
+                try:
+                    value = _run_to_completion(pending.write(db))
+                except Exception as error:
+                    dbapi.execute("ROLLBACK TO batched_write")
+                    dbapi.execute("RELEASE batched_write")
+                    outcomes.append((pending, None, error))
+                else:
+                    dbapi.execute("RELEASE batched_write")
+                    outcomes.append((pending, value, None))
 
     @asynccontextmanager
     async def connect(self) -> AsyncIterator[InlineConnection]:

@@ -12,9 +12,9 @@ from __future__ import annotations
 import json
 import sqlite3
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Coroutine, Sequence
 from types import SimpleNamespace
-from typing import Any, cast
+from typing import Any, TypeVar, cast
 
 import sqlalchemy as sa
 from sqlalchemy.engine import make_url
@@ -23,7 +23,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_en
 from handoff.core.routing import Conversation, State
 from handoff.storage import schema
 from handoff.storage.accounts import Accounts
-from handoff.storage.inline_sqlite import InlineConnection, inline_sqlite_engine
+from handoff.storage.inline_sqlite import InlineConnection, InlineEngine, inline_sqlite_engine
 from handoff.storage.records import (
     ConcurrentUpdate,
     Event,
@@ -35,6 +35,8 @@ from handoff.storage.records import (
     message_from_row,
     stored_from_row,
 )
+
+T = TypeVar("T")
 
 __all__ = ["ASYNC_DRIVERS", "EVENT_ORDER_LOCK", "SQLITE_BUSY_TIMEOUT_S", "Store", "async_url"]
 
@@ -227,6 +229,7 @@ class Store(Accounts):
         events: Sequence[NewEvent] = (),
         events_for: Callable[[Message], Sequence[NewEvent]] | None = None,
         first_reply_of: int | None = None,
+        publish: Callable[[list[Event]], None] | None = None,
     ) -> tuple[Message, bool, list[Event]]:
         """Store a message and its events in one transaction; return (message, created,
         events).
@@ -234,12 +237,15 @@ class Store(Accounts):
         ``events`` get the new message's id as ``message_id``; ``events_for(message)``, called
         once the message is stored, gives more events that need the whole message (written
         after ``events``). ``first_reply_of``: the handoff whose first agent reply this may be
-        (as :meth:`mark_first_agent_reply`). With a ``client_message_id`` already stored for
-        this conversation and sender, nothing is written and the earlier message comes back
-        with ``created=False``.
+        (as :meth:`mark_first_agent_reply`). ``publish(events)`` is called with the written
+        events right after the commit, before this returns: events reach live connections
+        in id order only when published there (the hub). With a ``client_message_id``
+        already stored for this conversation and sender, nothing is written and the earlier
+        message comes back with ``created=False``.
         """
         now = time.time()
-        async with self.engine.begin() as db:
+
+        async def write(db: AsyncConnection) -> tuple[Message, bool, list[Event]] | None:
             if client_message_id is not None:
                 existing = await _message_by_client_id(
                     db, conversation_id, sender, client_message_id
@@ -260,30 +266,52 @@ class Store(Accounts):
             try:
                 message_id = await _insert_message(db, values)
             except sa.exc.IntegrityError:
-                existing = None
-            else:
-                enriched = [
-                    NewEvent(
-                        e.audience,
-                        e.type,
-                        {**e.payload, "message_id": message_id},
-                        e.conversation_id,
-                        e.agent_id,
-                    )
-                    for e in events
-                ]
-                message = Message(id=message_id, **values)
-                if events_for is not None:
-                    enriched.extend(events_for(message))
-                written = [await _append_event(db, event, now) for event in enriched]
-                if first_reply_of is not None:
-                    await _mark_first_agent_reply(db, first_reply_of, now)
-                return message, True, written
+                return None
+            enriched = [
+                NewEvent(
+                    e.audience,
+                    e.type,
+                    {**e.payload, "message_id": message_id},
+                    e.conversation_id,
+                    e.agent_id,
+                )
+                for e in events
+            ]
+            message = Message(id=message_id, **values)
+            if events_for is not None:
+                enriched.extend(events_for(message))
+            written = [await _append_event(db, event, now) for event in enriched]
+            if first_reply_of is not None:
+                await _mark_first_agent_reply(db, first_reply_of, now)
+            return message, True, written
+
+        def published(result: tuple[Message, bool, list[Event]] | None) -> None:
+            if result is not None and publish is not None:
+                publish(result[2])
+
+        result = await self._relay_write(write, published)
+        if result is not None:
+            return result
         # Lost a race against the same client id (another process): return the stored one.
         assert client_message_id is not None
         stored = await self._message_by_client_id(conversation_id, sender, client_message_id)
         assert stored is not None
         return stored, False, []
+
+    async def _relay_write(
+        self,
+        write: Callable[[AsyncConnection], Coroutine[Any, Any, T]],
+        then: Callable[[T], None],
+    ) -> T:
+        """Run ``write(db)`` in a transaction, then ``then(result)`` right after the commit:
+        on SQLite a transaction shared with the other relay writes of this loop iteration
+        (:meth:`InlineEngine.batched`: one commit for all), elsewhere one of its own."""
+        if isinstance(self.engine, InlineEngine):
+            return await self.engine.batched(write, then)
+        async with self.engine.begin() as db:
+            result = await write(db)
+        then(result)
+        return result
 
     async def user_message_by_client_id(
         self, conversation_id: str, client_message_id: str
@@ -297,12 +325,21 @@ class Store(Accounts):
             return await _message_by_client_id(db, conversation_id, sender, client_message_id)
 
     async def set_intent_ranking(
-        self, message_id: int, ranking: list[dict[str, Any]], events: Sequence[NewEvent] = ()
+        self,
+        message_id: int,
+        ranking: list[dict[str, Any]],
+        events: Sequence[NewEvent] = (),
+        publish: Callable[[list[Event]], None] | None = None,
     ) -> list[Event]:
+        """Store a message's intent ranking and ``events``; ``publish`` as for
+        :meth:`add_message`."""
         now = time.time()
-        async with self.engine.begin() as db:
+
+        async def write(db: AsyncConnection) -> list[Event]:
             await _set_intent_ranking(db, message_id, ranking)
             return [await _append_event(db, event, now) for event in events]
+
+        return await self._relay_write(write, publish or _unpublished)
 
     async def messages(self, conversation_id: str) -> list[Message]:
         query = (
@@ -429,6 +466,10 @@ async def _exists(db: AsyncConnection, conversation_id: str) -> bool:
 # driver's cursor. SQLAlchemy's execute (compiling, caching, parameter and result processing)
 # cost several times the statement itself there. JSON columns are stored as SQLAlchemy
 # stores them (json.dumps, so None is 'null').
+def _unpublished(_events: list[Event]) -> None:
+    """For writes whose events nobody publishes."""
+
+
 def _columns(table: sa.Table) -> list[str]:
     return [column.name for column in table.c]
 

@@ -182,21 +182,37 @@ async def serve_frames(
     """Read frames until the socket closes: rate-limit, validate, handle, answer.
 
     Invalid frames, refused actions and failures each get an ``error`` frame; the connection
-    stays usable. ``handle`` returns a frame to send back (e.g. an ``ack``) or None.
+    stays usable. ``handle`` returns a frame to send back (e.g. an ``ack``) or None. Frames
+    that arrived together are handled one conversation at a time, in order, and different
+    conversations' at once (a frame's ``conversation_id``; frames without one in order on
+    their own): an agent's replies to many conversations share one store commit instead of
+    each waiting for the previous one's.
     """
 
     async def resync() -> None:
         await live.send_now({"type": "resync", "last_event_id": await store.last_event_id()})
 
+    async def in_order(frames: list[FrameT]) -> None:
+        for frame in frames:
+            if live.ws.connection.state is not OPEN:
+                return  # ended meanwhile (e.g. its account was disabled): handle no more
+            await _serve_frame(live, frame, handle, who)
+
     writer = asyncio.create_task(live.run(resync))
     try:
         while True:
             first = await live.ws.recv()
+            by_conversation: dict[str | None, list[FrameT]] = {}
             for raw in [first, *take_queued(live.ws)]:  # what arrived meanwhile, in order
-                if live.ws.connection.state is not OPEN:
-                    break  # ended meanwhile (e.g. its account was disabled): read no more
-                if raw is not None:
-                    await _serve_frame(live, limiter, parse, handle, raw, who)
+                frame = _admit(live, limiter, parse, raw, who)
+                if frame is not None:
+                    key = getattr(frame, "conversation_id", None)
+                    by_conversation.setdefault(key, []).append(frame)
+            if len(by_conversation) == 1:
+                (frames,) = by_conversation.values()
+                await in_order(frames)
+            elif by_conversation:
+                await asyncio.gather(*(in_order(frames) for frames in by_conversation.values()))
     except ConnectionClosed:
         logger.debug("Websocket of %s closed", who)
     finally:
@@ -204,23 +220,40 @@ async def serve_frames(
         live.subscription.close()
 
 
-async def _serve_frame(
+def _admit(
     live: LiveConnection,
     limiter: RateLimiter,
     parse: Callable[[str | bytes], FrameT],
-    handle: Callable[[FrameT], Awaitable[dict[str, Any] | None]],
-    raw: str | bytes,
+    raw: str | bytes | None,
     who: str,
-) -> None:
+) -> FrameT | None:
+    """The parsed frame, or None after sending the error of a refused or invalid one."""
+    if raw is None:
+        return None
     if not limiter.allow():
         live.send(error_frame(limiter.refusal(peek_client_id(raw))))
-        return
-    client_id: str | None = None
+        return None
     try:
-        frame = parse(raw)
-        client_id = getattr(frame, "client_id", None)
+        return parse(raw)
+    except HandoffError as error:  # an invalid frame (with its id, if readable)
+        live.send(error_frame(error))
+    except Exception:
+        logger.exception("A frame of %s could not be read", who)
+        failed = InternalError("the server failed on this frame; send it again")
+        live.send(error_frame(failed))
+    return None
+
+
+async def _serve_frame(
+    live: LiveConnection,
+    frame: FrameT,
+    handle: Callable[[FrameT], Awaitable[dict[str, Any] | None]],
+    who: str,
+) -> None:
+    client_id: str | None = getattr(frame, "client_id", None)
+    try:
         reply = await handle(frame)
-    except HandoffError as error:  # an invalid frame (its id if readable) or a refusal
+    except HandoffError as error:  # a refusal
         if not isinstance(error, (ProtocolError, ActionError)):
             logger.warning("A frame of %s was refused: %r", who, error, exc_info=error)
         live.send(error_frame(error, client_id))

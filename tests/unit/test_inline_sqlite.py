@@ -12,7 +12,7 @@ import sqlalchemy as sa
 
 from handoff.assistant.rasa_thread import RasaWorker
 from handoff.assistant.tracker_store import tracker_database_url
-from handoff.storage.inline_sqlite import Checkpointer, inline_sqlite_engine
+from handoff.storage.inline_sqlite import Checkpointer, SuspendedInBatchError, inline_sqlite_engine
 
 TABLE = sa.Table(
     "items",
@@ -148,3 +148,126 @@ async def test_rasa_worker_runs_coroutines_on_its_own_thread() -> None:
         assert await asyncio.to_thread(cancelled.wait, 5)
     finally:
         worker.stop()
+
+
+# Batched writes (a group commit) -------------------------------------------------------------
+
+
+async def _count(engine) -> int:  # type: ignore[no-untyped-def]
+    async with engine.connect() as db:
+        return int((await db.execute(sa.select(sa.func.count()).select_from(TABLE))).scalar())
+
+
+def _insert(name: str):  # type: ignore[no-untyped-def]
+    async def write(db) -> int:  # type: ignore[no-untyped-def]
+        result = await db.execute(TABLE.insert(), {"name": name})
+        return int(result.inserted_primary_key[0])
+
+    return write
+
+
+async def test_writes_of_one_iteration_share_a_transaction_and_run_in_order(engine) -> None:  # type: ignore[no-untyped-def]
+    order: list[str] = []
+
+    async def caller(name: str) -> int:
+        row_id = await engine.batched(_insert(name), lambda _: order.append(f"then {name}"))
+        order.append(f"resumed {name}")
+        return int(row_id)
+
+    ids = await asyncio.gather(*(caller(name) for name in "abc"))
+    assert ids == [1, 2, 3]
+    # Every write's follow-up (publishing) ran before any caller resumed, in write order.
+    assert order == ["then a", "then b", "then c", "resumed a", "resumed b", "resumed c"]
+    assert await _count(engine) == 3
+
+
+async def test_a_failing_write_is_rolled_back_alone(engine) -> None:  # type: ignore[no-untyped-def]
+    async def twice(db) -> None:  # type: ignore[no-untyped-def]
+        await db.execute(TABLE.insert(), {"name": "z"})
+        await db.execute(TABLE.insert(), {"name": "z"})
+
+    results = await asyncio.gather(
+        engine.batched(_insert("a")),
+        engine.batched(twice),
+        engine.batched(_insert("b")),
+        return_exceptions=True,
+    )
+    assert results[0] == 1 and isinstance(results[1], sa.exc.IntegrityError)
+    async with engine.connect() as db:
+        names = [row.name for row in await db.execute(sa.select(TABLE.c.name))]
+    assert sorted(names) == ["a", "b"]  # nothing of the failed write, all of the others
+
+
+async def test_a_write_that_suspends_is_refused_and_kept_out(engine) -> None:  # type: ignore[no-untyped-def]
+    async def sleeps(db) -> None:  # type: ignore[no-untyped-def]
+        await db.execute(TABLE.insert(), {"name": "half"})
+        await asyncio.sleep(0)
+
+    results = await asyncio.gather(
+        engine.batched(sleeps), engine.batched(_insert("b")), return_exceptions=True
+    )
+    assert isinstance(results[0], SuspendedInBatchError) and results[1] == 1
+    assert await _count(engine) == 1
+
+
+async def test_a_failed_commit_fails_every_write_of_the_batch(tmp_path: Path) -> None:
+    engine = inline_sqlite_engine(f"sqlite:///{tmp_path / 'fk.db'}", busy_timeout_s=1.0)
+    with engine.sync_engine.begin() as db:
+        db.exec_driver_sql("CREATE TABLE parent (id INTEGER PRIMARY KEY)")
+        db.exec_driver_sql(
+            "CREATE TABLE child (id INTEGER PRIMARY KEY, parent_id INTEGER"
+            " REFERENCES parent (id) DEFERRABLE INITIALLY DEFERRED)"
+        )
+
+    def child(parent_id: int):  # type: ignore[no-untyped-def]
+        async def write(db) -> None:  # type: ignore[no-untyped-def]
+            await db.execute(sa.text("INSERT INTO child (parent_id) VALUES (:p)"), {"p": parent_id})
+
+        return write
+
+    published: list[int] = []
+    try:
+        # The dangling reference is only checked at the commit: both writes fail with it.
+        results = await asyncio.gather(
+            engine.batched(child(1), published.append),
+            engine.batched(child(7), published.append),
+            return_exceptions=True,
+        )
+        assert all(isinstance(result, sa.exc.IntegrityError) for result in results), results
+        assert published == []  # nothing is published for writes that were not stored
+        async with engine.connect() as db:
+            count = (await db.execute(sa.text("SELECT COUNT(*) FROM child"))).scalar()
+        assert count == 0
+        assert await engine.batched(_parentless_ok()) == "ok"  # the engine is usable again
+        with pytest.raises(sa.exc.IntegrityError):  # the same for a transaction of its own
+            async with engine.begin() as db:
+                await child(9)(db)
+        async with engine.connect() as db:
+            count = (await db.execute(sa.text("SELECT COUNT(*) FROM child"))).scalar()
+        assert count == 0
+    finally:
+        await engine.dispose()
+
+
+def _parentless_ok():  # type: ignore[no-untyped-def]
+    async def write(db) -> str:  # type: ignore[no-untyped-def]
+        await db.execute(sa.text("INSERT INTO parent (id) VALUES (1)"))
+        return "ok"
+
+    return write
+
+
+async def test_a_cancelled_caller_gets_its_committed_result_then_the_cancellation(engine) -> None:  # type: ignore[no-untyped-def]
+    seen: list[int] = []
+
+    async def caller() -> None:
+        seen.append(await engine.batched(_insert("a")))
+        await asyncio.sleep(1)  # the cancellation arrives here
+
+    task = asyncio.create_task(caller())
+    await asyncio.sleep(0)  # the write is submitted; the batch runs in the next callbacks
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    assert seen == [1]
+    assert await _count(engine) == 1
