@@ -486,6 +486,37 @@ async def test_bursts_are_relayed_in_order_and_once_each_way(
     await user.close()
 
 
+async def test_an_agent_burst_across_conversations_keeps_each_one_in_order(
+    team: RunningServer, dana: AgentClient
+) -> None:
+    """An agent's replies to several users sent back to back are handled at once across the
+    conversations (one store commit) and in order within each; every reply is acked once."""
+    users = [await handed_off_user(team) for _ in range(3)]
+    for user in users:
+        await claim(dana, user)
+    frames = [
+        {
+            "type": "reply",
+            "id": f"across-{index}-{number}",
+            "conversation_id": user.conversation_id,
+            "text": f"to user {index}: {number}",
+        }
+        for number in range(5)
+        for index, user in enumerate(users)
+    ]
+    for frame in frames:
+        await dana.send(frame)
+    acked = [(await dana.expect("ack"))["id"] for _ in frames]
+    assert sorted(acked) == sorted(frame["id"] for frame in frames)
+    for index, user in enumerate(users):
+        received = [(await user.expect("agent"))["text"] for _ in range(5)]
+        assert received == [f"to user {index}: {number}" for number in range(5)]
+    assert not [f for f in await dana.drain(0.5) if f["type"] in ("ack", "error")]
+    for user in users:
+        await dana.act("close", conversation_id=user.conversation_id)
+        await user.close()
+
+
 async def test_flooding_a_socket_is_rate_limited_and_it_stays_usable(team: RunningServer) -> None:
     user = await connect_user(team)
     for _ in range(60):
