@@ -182,37 +182,43 @@ async def serve_frames(
     """Read frames until the socket closes: rate-limit, validate, handle, answer.
 
     Invalid frames, refused actions and failures each get an ``error`` frame; the connection
-    stays usable. ``handle`` returns a frame to send back (e.g. an ``ack``) or None. Frames
-    that arrived together are handled one conversation at a time, in order, and different
-    conversations' at once (a frame's ``conversation_id``; frames without one in order on
-    their own): an agent's replies to many conversations share one store commit instead of
-    each waiting for the previous one's.
+    stays usable. ``handle`` returns a frame to send back (e.g. an ``ack``) or None. Answers
+    go out in the order the frames came in. Frames that arrived together are handled one
+    conversation at a time, in order, and different conversations' at once (a frame's
+    ``conversation_id``; frames without one in order on their own): an agent's replies to
+    many conversations share one store commit instead of each waiting for the previous one's.
     """
 
     async def resync() -> None:
         await live.send_now({"type": "resync", "last_event_id": await store.last_event_id()})
 
-    async def in_order(frames: list[FrameT]) -> None:
-        for frame in frames:
+    async def in_order(frames: list[tuple[int, FrameT]], answers: _AnswersInOrder) -> None:
+        for position, frame in frames:
             if live.ws.connection.state is not OPEN:
                 return  # ended meanwhile (e.g. its account was disabled): handle no more
-            await _serve_frame(live, frame, handle, who)
+            answers.settle(position, await _serve_frame(frame, handle, who))
 
     writer = asyncio.create_task(live.run(resync))
     try:
         while True:
             first = await live.ws.recv()
-            by_conversation: dict[str | None, list[FrameT]] = {}
+            answers = _AnswersInOrder(live)
+            by_conversation: dict[str, list[tuple[int, FrameT]]] = {}
             for raw in [first, *take_queued(live.ws)]:  # what arrived meanwhile, in order
-                frame = _admit(live, limiter, parse, raw, who)
-                if frame is not None:
-                    key = getattr(frame, "conversation_id", None)
-                    by_conversation.setdefault(key, []).append(frame)
+                if raw is None:
+                    continue
+                frame, refusal = _admit(limiter, parse, raw, who)
+                position = answers.expect()
+                if frame is None:
+                    answers.settle(position, refusal)
+                    continue
+                key = str(getattr(frame, "conversation_id", "") or "")
+                by_conversation.setdefault(key, []).append((position, frame))
             if len(by_conversation) == 1:
                 (frames,) = by_conversation.values()
-                await in_order(frames)
+                await in_order(frames, answers)
             elif by_conversation:
-                await asyncio.gather(*(in_order(frames) for frames in by_conversation.values()))
+                await asyncio.gather(*(in_order(f, answers) for f in by_conversation.values()))
     except ConnectionClosed:
         logger.debug("Websocket of %s closed", who)
     finally:
@@ -220,48 +226,63 @@ async def serve_frames(
         live.subscription.close()
 
 
+class _AnswersInOrder:
+    """The answers to one burst of frames, sent in the frames' order as they become known."""
+
+    _PENDING: Any = object()
+
+    def __init__(self, live: LiveConnection) -> None:
+        self.live = live
+        self._answers: list[Any] = []
+        self._sent = 0
+
+    def expect(self) -> int:
+        """Reserve the next position; returns it."""
+        self._answers.append(self._PENDING)
+        return len(self._answers) - 1
+
+    def settle(self, position: int, answer: dict[str, Any] | None) -> None:
+        """The answer at ``position`` (None: nothing to send); sends every answer now known
+        in order."""
+        self._answers[position] = answer
+        while self._sent < len(self._answers) and self._answers[self._sent] is not self._PENDING:
+            if self._answers[self._sent] is not None:
+                self.live.send(self._answers[self._sent])
+            self._sent += 1
+
+
 def _admit(
-    live: LiveConnection,
     limiter: RateLimiter,
     parse: Callable[[str | bytes], FrameT],
-    raw: str | bytes | None,
+    raw: str | bytes,
     who: str,
-) -> FrameT | None:
-    """The parsed frame, or None after sending the error of a refused or invalid one."""
-    if raw is None:
-        return None
+) -> tuple[FrameT | None, dict[str, Any] | None]:
+    """``(frame, None)``, or ``(None, error frame)`` for a refused or invalid one."""
     if not limiter.allow():
-        live.send(error_frame(limiter.refusal(peek_client_id(raw))))
-        return None
+        return None, error_frame(limiter.refusal(peek_client_id(raw)))
     try:
-        return parse(raw)
+        return parse(raw), None
     except HandoffError as error:  # an invalid frame (with its id, if readable)
-        live.send(error_frame(error))
+        return None, error_frame(error)
     except Exception:
         logger.exception("A frame of %s could not be read", who)
-        failed = InternalError("the server failed on this frame; send it again")
-        live.send(error_frame(failed))
-    return None
+        return None, error_frame(InternalError("the server failed on this frame; send it again"))
 
 
 async def _serve_frame(
-    live: LiveConnection,
     frame: FrameT,
     handle: Callable[[FrameT], Awaitable[dict[str, Any] | None]],
     who: str,
-) -> None:
+) -> dict[str, Any] | None:
+    """The answer to a valid frame: ``handle``'s, or the error it raised."""
     client_id: str | None = getattr(frame, "client_id", None)
     try:
-        reply = await handle(frame)
+        return await handle(frame)
     except HandoffError as error:  # a refusal
         if not isinstance(error, (ProtocolError, ActionError)):
             logger.warning("A frame of %s was refused: %r", who, error, exc_info=error)
-        live.send(error_frame(error, client_id))
-        return
+        return error_frame(error, client_id)
     except Exception:
         logger.exception("A frame of %s failed", who)
         failed = InternalError("the server failed on this frame; send it again")
-        live.send(error_frame(failed, client_id))
-        return
-    if reply is not None:
-        live.send(reply)
+        return error_frame(failed, client_id)
