@@ -1,7 +1,7 @@
-"""What one commit for many relay writes would save: ``Store.add_message`` on the inline
-SQLite store, each write in its own transaction, against the same writes with a savepoint
-each inside one transaction per --batch writes (a group commit, not what the server does
-today). Rounds alternate the two, on fresh database files in a temporary folder.
+"""What one commit for many relay writes saves: ``Store.add_message`` on the inline SQLite
+store (the server's group commit, ``InlineEngine.batched``), awaited one after the other (a
+commit each) against --batch writes submitted together (one commit for them). Rounds
+alternate the two, on fresh database files in a temporary folder.
 
     .venv/bin/python -m benchmarks.group_commit
     .venv/bin/python -m benchmarks.group_commit --writes 5000 --batch 10,50 --rounds 5
@@ -14,12 +14,8 @@ import asyncio
 import statistics
 import tempfile
 import time
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
 from pathlib import Path
-from typing import Any, cast
 
-from handoff.storage.inline_sqlite import InlineConnection, InlineEngine
 from handoff.storage.migrate import upgrade
 from handoff.storage.records import NewEvent
 from handoff.storage.store import Store
@@ -35,52 +31,27 @@ def _events(conversation_id: str) -> list[NewEvent]:
     ]
 
 
-def _with_savepoints(engine: InlineEngine) -> None:
-    """Make ``engine.begin()`` a savepoint inside a transaction the caller opened."""
-
-    @asynccontextmanager
-    async def begin() -> AsyncIterator[InlineConnection]:
-        with engine._use() as connection:
-            dbapi: Any = connection.connection.driver_connection
-            dbapi.execute("SAVEPOINT unit")
-            try:
-                yield InlineConnection(connection)
-            except BaseException:
-                dbapi.execute("ROLLBACK TO unit")
-                dbapi.execute("RELEASE unit")
-                raise
-            dbapi.execute("RELEASE unit")
-
-    engine.begin = begin  # type: ignore[method-assign]
-
-
 async def microseconds_per_write(folder: Path, writes: int, batch: int | None) -> float:
-    """Mean cost of one ``add_message``; ``batch``: writes per shared commit (None: one
-    commit each)."""
+    """Mean cost of one ``add_message``; ``batch``: writes submitted together (None: each
+    awaited before the next, so each commits alone)."""
     url = f"sqlite:///{folder}/{'own' if batch is None else f'group-{batch}'}.db"
     upgrade(url)
     store = await Store.open(url)
-    engine = cast(InlineEngine, store.engine)
-    if batch is not None:
-        _with_savepoints(engine)
-    step = batch or writes
+
+    def write(number: int):  # type: ignore[no-untyped-def]
+        conversation_id = f"c{number % CONVERSATIONS}"
+        return store.add_message(
+            conversation_id,
+            "user",
+            "hello there",
+            client_message_id=f"m{number}",
+            events=_events(conversation_id),
+        )
+
+    step = batch or 1
     started = time.perf_counter()
     for first in range(0, writes, step):
-        if batch is not None:
-            with engine._use() as connection:
-                connection.connection.driver_connection.execute("BEGIN")
-        for number in range(first, min(writes, first + step)):
-            conversation_id = f"c{number % CONVERSATIONS}"
-            await store.add_message(
-                conversation_id,
-                "user",
-                "hello there",
-                client_message_id=f"m{number}",
-                events=_events(conversation_id),
-            )
-        if batch is not None:
-            with engine._use() as connection:
-                connection.connection.driver_connection.commit()
+        await asyncio.gather(*(write(n) for n in range(first, min(writes, first + step))))
     elapsed = time.perf_counter() - started
     await store.close()
     return elapsed / writes * 1e6

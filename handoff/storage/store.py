@@ -301,7 +301,7 @@ class Store(Accounts):
     async def _relay_write(
         self,
         write: Callable[[AsyncConnection], Coroutine[Any, Any, T]],
-        then: Callable[[T], None],
+        then: Callable[[T], None] | None,
     ) -> T:
         """Run ``write(db)`` in a transaction, then ``then(result)`` right after the commit:
         on SQLite a transaction shared with the other relay writes of this loop iteration
@@ -310,7 +310,8 @@ class Store(Accounts):
             return await self.engine.batched(write, then)
         async with self.engine.begin() as db:
             result = await write(db)
-        then(result)
+        if then is not None:
+            then(result)
         return result
 
     async def user_message_by_client_id(
@@ -339,7 +340,7 @@ class Store(Accounts):
             await _set_intent_ranking(db, message_id, ranking)
             return [await _append_event(db, event, now) for event in events]
 
-        return await self._relay_write(write, publish or _unpublished)
+        return await self._relay_write(write, publish)
 
     async def messages(self, conversation_id: str) -> list[Message]:
         query = (
@@ -466,10 +467,6 @@ async def _exists(db: AsyncConnection, conversation_id: str) -> bool:
 # driver's cursor. SQLAlchemy's execute (compiling, caching, parameter and result processing)
 # cost several times the statement itself there. JSON columns are stored as SQLAlchemy
 # stores them (json.dumps, so None is 'null').
-def _unpublished(_events: list[Event]) -> None:
-    """For writes whose events nobody publishes."""
-
-
 def _columns(table: sa.Table) -> list[str]:
     return [column.name for column in table.c]
 
