@@ -83,9 +83,24 @@ class Settings:
     agent_rate_burst: int = 60
     event_retention_hours: float = 72.0
     """Events older than this are deleted; clients reconnecting from before get a resync."""
+    project_dir: Path | None = None
+    """Another Rasa 3.x project to serve instead of the bundled one, laid out as ``rasa
+    init`` makes it (``config.yml``, ``domain.yml`` or ``domain/``, ``data/``,
+    ``endpoints.yml``, ``actions/``). It sets the defaults of ``bot_dir`` (the project),
+    ``data_dir`` (its ``data/``), ``test_data`` (its ``tests/heldout_nlu.yml``),
+    ``model_path`` (its ``models/``) and ``database_url`` (its ``.handoff/handoff.db``);
+    each of those set explicitly still wins."""
     bot_dir: Path = PROJECT_ROOT / "bot"
-    """The assistant's ``config.yml`` and ``domain/`` folder (``domain/learned.yml`` is written
-    by ``handoff export``)."""
+    """The assistant's ``config.yml``, domain (a ``domain/`` folder or a ``domain.yml``; what
+    ``handoff export`` learns goes to ``domain/learned.yml`` or ``domain.learned.yml``),
+    ``endpoints.yml`` and custom actions (``actions/``)."""
+    endpoints_file: Path | None = None
+    """Rasa's ``endpoints.yml`` (custom actions, event broker; see docs/deploy.md); None: the
+    one in ``bot_dir``, if there is one."""
+    action_server: str = "auto"
+    """``auto``: ``handoff serve`` starts, watches and stops the project's action server
+    (``bot_dir/actions``, rasa-sdk) when endpoints.yml's ``action_endpoint`` is on this
+    machine; ``off``: you run the action server yourself."""
     data_dir: Path = PROJECT_ROOT / "data"
     """Training data; ``handoff export`` writes into its ``learned/`` folder."""
     test_data: Path = PROJECT_ROOT / "tests" / "data" / "heldout_nlu.yml"
@@ -121,6 +136,14 @@ class Settings:
     """The longest lock-out."""
     sign_in_forget_seconds: float = 3600.0
     """A counter restarts after this long without sign-in attempts for its key."""
+
+    def endpoints_path(self) -> Path | None:
+        """The endpoints file in force: ``endpoints_file``, else ``bot_dir/endpoints.yml`` if
+        it exists, else None (no custom actions, no event broker)."""
+        if self.endpoints_file is not None:
+            return self.endpoints_file
+        default = self.bot_dir / "endpoints.yml"
+        return default if default.exists() else None
 
     def origins(self) -> frozenset[str]:
         """The effective Origin allow list."""
@@ -194,7 +217,10 @@ _PARSERS: dict[str, Callable[[Any], Any]] = {
     "agent_rate_per_second": float,
     "agent_rate_burst": int,
     "event_retention_hours": float,
+    "project_dir": lambda raw: Path(str(raw)).expanduser().resolve() if str(raw) else None,
     "bot_dir": lambda raw: Path(str(raw)),
+    "endpoints_file": lambda raw: Path(str(raw)) if str(raw) else None,
+    "action_server": lambda raw: str(raw).strip().lower(),
     "data_dir": lambda raw: Path(str(raw)),
     "test_data": lambda raw: Path(str(raw)),
     "promotion_margin": float,
@@ -240,9 +266,24 @@ def load_settings(
             )
 
     values.update({k: v for k, v in overrides.items() if v is not None})
+    project = values.get("project_dir")
+    if project is not None:
+        for name, default in _project_defaults(project).items():
+            values.setdefault(name, default)
     settings = Settings(**values)
     _validate(settings)
     return settings
+
+
+def _project_defaults(project: Path) -> dict[str, Any]:
+    """Where a Rasa project's parts are, unless set one by one (see ``project_dir``)."""
+    return {
+        "bot_dir": project,
+        "data_dir": project / "data",
+        "test_data": project / "tests" / "heldout_nlu.yml",
+        "model_path": project / "models",
+        "database_url": f"sqlite:///{project / '.handoff' / 'handoff.db'}",
+    }
 
 
 def _parse(name: str, raw: Any, parse: Callable[[str], Any], source: str) -> Any:
@@ -340,6 +381,16 @@ def _validate(settings: Settings) -> None:
         raise SettingsError(
             "sign_in_forget_seconds must be at least sign_in_max_lockout_seconds, or a lock-out "
             "would outlast the failures that caused it"
+        )
+    if settings.project_dir is not None and not (settings.project_dir / "config.yml").is_file():
+        raise SettingsError(
+            f"project_dir {settings.project_dir} is not a Rasa project: it has no config.yml "
+            "(point HANDOFF_PROJECT_DIR at the folder `rasa init` made)"
+        )
+    if settings.action_server not in ("auto", "off"):
+        raise SettingsError(
+            f"action_server must be auto (handoff serve starts the project's action server) "
+            f"or off (you run it), got {settings.action_server!r}"
         )
     if "://" not in settings.database_url:
         raise SettingsError(

@@ -137,8 +137,23 @@ class RunningServer:
 
 
 def model_loaded(status: int, body: Any) -> bool:
-    """``/health`` once the assistant answers."""
-    return status == 200
+    """``/health`` once the assistant answers (and its action server, if the server runs
+    one)."""
+    if status != 200 or not isinstance(body, dict):
+        return False
+    actions = body.get("actions")
+    return actions is None or bool(actions.get("ready"))
+
+
+def endpoints_file(workdir: Path, extra: str = "") -> Path:
+    """An endpoints.yml in ``workdir`` as bot/endpoints.yml but on a free port (servers of
+    the tests run side by side, each with the action server it starts), plus ``extra``."""
+    path = workdir / "endpoints.yml"
+    path.write_text(
+        f"action_endpoint:\n  url: http://127.0.0.1:{free_port()}/webhook\n{extra}",
+        encoding="utf-8",
+    )
+    return path
 
 
 def model_failed(status: int, body: Any) -> bool:
@@ -154,15 +169,21 @@ def start_server(
     ready: Callable[[int, Any], bool] = model_loaded,
 ) -> RunningServer:
     """Start ``handoff serve`` on a free port; wait until ``ready(status, body)`` holds for
-    ``/health`` (by default: the model is loaded)."""
+    ``/health`` (by default: the model is loaded and the action server answers). Unless
+    ``extra_env`` names an endpoints file or a project, the server gets the bundled bot's
+    endpoints on a port of its own (:func:`endpoints_file`) and a demo card database in
+    ``workdir``."""
     port = port or free_port()
     database_path = workdir / "handoff.db"
     log_path = workdir / "server.log"
     env = {
         **TEST_ENV,
         "HANDOFF_DATABASE_URL": f"sqlite:///{database_path}",
+        "LARKSPUR_CARDS_DATABASE_URL": f"sqlite:///{workdir / 'cards.db'}",
         **(extra_env or {}),
     }
+    if "HANDOFF_ENDPOINTS_FILE" not in env and "HANDOFF_PROJECT_DIR" not in env:
+        env["HANDOFF_ENDPOINTS_FILE"] = str(endpoints_file(workdir))
     with log_path.open("ab") as log_file:  # the child keeps its own descriptor
         process = subprocess.Popen(
             [HANDOFF, "serve", "--port", str(port), "--model", str(model)],

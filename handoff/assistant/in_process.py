@@ -12,6 +12,7 @@ import logging
 from pathlib import Path
 from typing import Any
 
+from handoff.assistant.endpoints import read_endpoints
 from handoff.assistant.heap import freeze_heap
 from handoff.assistant.rasa_assistant import Assistant, redis_lock_store
 
@@ -32,8 +33,11 @@ class InProcessAssistant:
         fallback_threshold: float | None,
         redis_url: str | None = None,
         redis_namespace: str = "handoff",
+        endpoints: Path | None = None,
     ) -> None:
+        """``endpoints``: the project's endpoints.yml (read at each load)."""
         self.tracker_database_url = tracker_database_url
+        self.endpoints = endpoints
         self.fallback_threshold = fallback_threshold
         self.redis_url, self.redis_namespace = redis_url, redis_namespace
         self._current: Assistant | None = None
@@ -56,7 +60,11 @@ class InProcessAssistant:
             redis_lock_store(self.redis_url, self.redis_namespace) if self.redis_url else None
         )
         self._current = await Assistant.load(
-            model, self.tracker_database_url, self.fallback_threshold, lock_store=lock_store
+            model,
+            self.tracker_database_url,
+            self.fallback_threshold,
+            lock_store=lock_store,
+            endpoints=read_endpoints(self.endpoints),
         )
         freeze_heap()
 
@@ -65,7 +73,11 @@ class InProcessAssistant:
         finish on the old model; nothing is refused meanwhile."""
         current = self.api
         new = await Assistant.load(
-            model, self.tracker_database_url, self.fallback_threshold, shared_with=current
+            model,
+            self.tracker_database_url,
+            self.fallback_threshold,
+            shared_with=current,
+            endpoints=read_endpoints(self.endpoints),
         )
         await new.parse("hello")  # the first prediction builds TensorFlow functions: not on a user
         self._current = new

@@ -14,10 +14,12 @@ The requests:
     bot-answered conversation and decides on the handoff from it (:func:`handoff.core.triggers.
     decide`).
 ``respond(conversation_id, text, *, input_channel, message_id, metadata, parse_data)``
-    Log the user message in the conversation's tracker, predict and run the bot's actions, and
-    return its messages in order (dicts with ``text`` and optionally ``buttons``, ``image``,
-    ``custom``). With ``parse_data`` (the :meth:`~AssistantApi.parse` result) NLU is not run
-    again.
+    Log the user message in the conversation's tracker, predict and run the bot's actions
+    (custom ones on the action server), and return a :class:`BotTurn`: the bot's messages in
+    order (dicts with ``text`` and optionally ``buttons``, ``image``, ``custom``), the actions
+    run with what they changed, the slots after the turn, whether an action handed off
+    (returned ``ConversationPaused``) and which actions failed. With ``parse_data`` (the
+    :meth:`~AssistantApi.parse` result) NLU is not run again.
 ``log_without_answer(conversation_id, text, *, input_channel, message_id, metadata, then,
 parse_data)``
     Log the user message in the tracker without predicting an answer (as in a paused
@@ -25,6 +27,8 @@ parse_data)``
     this message hands off). Returns the message's parse data.
 ``append_to_tracker(conversation_id, changes)``
     Record pause, resume or an agent's reply (:data:`TrackerChange`) in the tracker, in order.
+    Returns the bot's messages this caused, usually none: a hand-back (``BotResumed`` with
+    ``outcome="handed_back"``) into an active form asks the form's next question again.
 ``is_paused(conversation_id)``
     Whether the tracker says the bot is paused (a hand-back on another process may not have
     reached it yet).
@@ -41,8 +45,9 @@ them per conversation); calls about different conversations are independent.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Generic, Protocol
 
@@ -56,6 +61,7 @@ __all__ = [
     "AssistantHolder",
     "AssistantNotReadyError",
     "AssistantRuntime",
+    "BotTurn",
     "ModelInfo",
 ]
 
@@ -69,6 +75,54 @@ class ModelInfo:
     fallback_threshold: float | None
     """The FallbackClassifier's confidence threshold in force (None: the model has none)."""
     load_seconds: float
+
+
+@dataclass(frozen=True)
+class BotTurn:
+    """What the assistant did with one user message (the result of ``respond``)."""
+
+    messages: list[dict[str, Any]] = field(default_factory=list)
+    """The bot's messages, in order."""
+    actions: list[dict[str, Any]] = field(default_factory=list)
+    """The actions run other than listening and plain responses (custom actions, forms,
+    Rasa's built-in ones), in order: ``{"name", "events": [...]}``, each event summarised as
+    ``{"slot": name, "value": v}``, ``{"active_loop": name or None}``, ``{"paused": True}``,
+    ``{"rejected": True}`` or ``{"followup": action}`` (Rasa's bookkeeping events are left
+    out)."""
+    slots: dict[str, Any] = field(default_factory=dict)
+    """The slots that have a value after the turn."""
+    active_loop: str | None = None
+    """The form (or other loop) active after the turn."""
+    handed_off_by: str | None = None
+    """The action that handed the conversation to a person (it returned
+    ``ConversationPaused``): Rasa's tracker is paused already."""
+    failed_actions: list[dict[str, str]] = field(default_factory=list)
+    """Actions that failed (``{"name", "error"}``): what they were to do is not done."""
+
+    def as_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> BotTurn:
+        return cls(
+            messages=list(data.get("messages") or []),
+            actions=list(data.get("actions") or []),
+            slots=dict(data.get("slots") or {}),
+            active_loop=data.get("active_loop"),
+            handed_off_by=data.get("handed_off_by"),
+            failed_actions=list(data.get("failed_actions") or []),
+        )
+
+    def detail(self) -> dict[str, Any] | None:
+        """What agents are shown of the turn beside its messages (None: nothing to show)."""
+        if not (self.actions or self.slots or self.failed_actions):
+            return None
+        detail: dict[str, Any] = {"actions": self.actions, "slots": self.slots}
+        if self.active_loop:
+            detail["active_loop"] = self.active_loop
+        if self.failed_actions:
+            detail["failed_actions"] = self.failed_actions
+        return detail
 
 
 class AssistantApi(Protocol):
@@ -90,8 +144,8 @@ class AssistantApi(Protocol):
         message_id: str | None = None,
         metadata: dict[str, Any] | None = None,
         parse_data: dict[str, Any] | None = None,
-    ) -> list[dict[str, Any]]:
-        """Answer one user message; the bot's messages, in order."""
+    ) -> BotTurn:
+        """Answer one user message: the bot's messages and what its actions did."""
         ...
 
     async def log_without_answer(
@@ -110,8 +164,9 @@ class AssistantApi(Protocol):
 
     async def append_to_tracker(
         self, conversation_id: str, changes: Sequence[TrackerChange]
-    ) -> None:
-        """Record ``changes`` in the conversation's tracker, in order."""
+    ) -> list[dict[str, Any]]:
+        """Record ``changes`` in the conversation's tracker, in order; the bot messages that
+        causes (a resumed form asks again), usually none."""
         ...
 
     async def is_paused(self, conversation_id: str) -> bool:

@@ -16,28 +16,45 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from rasa.core.actions.action import action_for_name_or_text
 from rasa.core.agent import Agent
+from rasa.core.brokers.broker import EventBroker
 from rasa.core.channels.channel import CollectingOutputChannel, UserMessage
 from rasa.core.lock_store import LockStore, RedisLockStore
+from rasa.core.policies.policy import PolicyPrediction
 from rasa.nlu.classifiers.fallback_classifier import (
     AMBIGUITY_THRESHOLD_KEY,
     THRESHOLD_KEY,
     FallbackClassifier,
 )
+from rasa.shared.constants import REQUIRED_SLOTS_KEY
+from rasa.shared.core.constants import ACTION_DEACTIVATE_LOOP_NAME, REQUESTED_SLOT
 from rasa.shared.core.events import (
+    ActionExecuted,
+    ActiveLoop,
     BotUttered,
     ConversationPaused,
     ConversationResumed,
     Event,
+    LoopInterrupted,
+    SlotSet,
 )
+from rasa.shared.core.trackers import DialogueStateTracker
 
+from handoff.assistant.bot_turns import (
+    bot_turn,
+    install_failure_probe,
+    recording_failures,
+    turn_start,
+)
+from handoff.assistant.endpoints import RasaEndpoints
 from handoff.assistant.interface import (  # re-exported: they lived here before
     AssistantHolder as AssistantHolder,
 )
 from handoff.assistant.interface import (
     AssistantNotReadyError as AssistantNotReadyError,
 )
-from handoff.assistant.interface import ModelInfo
+from handoff.assistant.interface import BotTurn, ModelInfo
 from handoff.assistant.model_files import (  # re-exported: they lived here before
     ModelNotFoundError as ModelNotFoundError,
 )
@@ -64,6 +81,10 @@ __all__ = [
 
 logger = logging.getLogger(__name__)
 
+HANDOFF_POLICY = "handoff"
+"""The "policy" named in Rasa's tracker for actions the handoff runs itself (a form asked
+again after a hand-back, ended after a close)."""
+
 
 class Assistant:
     """A loaded Rasa agent plus the tracker store it writes to. Build with :meth:`load`."""
@@ -81,6 +102,7 @@ class Assistant:
         fallback_threshold: float | None = None,
         shared_with: Assistant | None = None,
         lock_store: LockStore | None = None,
+        endpoints: RasaEndpoints | None = None,
     ) -> Assistant:
         """Load the model at ``model_path`` (file or folder) with its tracker store on
         ``database_url``. Raises :class:`ModelNotFoundError` when there is no model.
@@ -90,17 +112,28 @@ class Assistant:
         the model's own. ``shared_with``: the assistant this one replaces; the new one shares
         its lock store, so a conversation's messages stay serialised across a model swap.
         ``lock_store``: Rasa's lock store for a first load (Rasa's in-memory one by default;
-        Redis across processes)."""
+        Redis across processes). ``endpoints``: the project's endpoints.yml (custom actions,
+        NLG server, event broker; see :mod:`handoff.assistant.endpoints`)."""
         started = time.perf_counter()
         model_file = resolve_model_path(model_path)
         cache_event_types()
+        install_failure_probe()
+        endpoints = endpoints or RasaEndpoints(None)
+        worker = shared_worker()
+        # Created on the Rasa thread's loop, where the tracker store will publish to it.
+        broker = await worker.run(EventBroker.create(endpoints.event_broker))
         # A tracker store of its own: Rasa sets the store's domain while loading, which must
         # not change under the assistant still serving.
-        store = await asyncio.to_thread(ThreadedSQLTrackerStore, database_url)
+        store = await asyncio.to_thread(ThreadedSQLTrackerStore, database_url, event_broker=broker)
         if shared_with is not None:
             lock_store = shared_with.agent.lock_store
         agent = await asyncio.to_thread(
-            Agent.load, str(model_file), tracker_store=store, lock_store=lock_store
+            Agent.load,
+            str(model_file),
+            tracker_store=store,
+            lock_store=lock_store,
+            action_endpoint=endpoints.action,
+            generator=endpoints.nlg,
         )
         assert agent.processor is not None  # Agent.load always builds a processor
         # Agent wraps any store in FailSafeTrackerStore, which silently swaps in an in-memory
@@ -117,11 +150,14 @@ class Assistant:
             load_seconds=time.perf_counter() - started,
         )
         logger.info("Loaded model %s in %.1f s", info.name, info.load_seconds)
-        return cls(agent, info)
+        return cls(agent, info, worker)
 
     async def close(self) -> None:
-        """Release the tracker store's database connection (after the last message)."""
+        """Release the tracker store's database connection and the event broker (after the
+        last message)."""
         store = self.agent.tracker_store
+        if store.event_broker is not None:
+            await self.worker.run(store.event_broker.close())
         if isinstance(store, ThreadedSQLTrackerStore):
             await asyncio.to_thread(store.engine.dispose)
 
@@ -134,10 +170,11 @@ class Assistant:
         message_id: str | None = None,
         metadata: dict[str, Any] | None = None,
         parse_data: dict[str, Any] | None = None,
-    ) -> list[dict[str, Any]]:
-        """Run one user message through Rasa and return the bot's messages, in order.
+    ) -> BotTurn:
+        """Run one user message through Rasa: the bot's messages, in order (dicts with
+        ``text`` and optionally ``buttons``, ``image``, ``custom``), and what its actions did
+        (:class:`~handoff.assistant.interface.BotTurn`).
 
-        Each message is a dict with ``text`` and optionally ``buttons``, ``image``, ``custom``.
         ``parse_data``: the message's :meth:`parse` result, if the caller has it (NLU is then
         not run again).
         """
@@ -151,11 +188,21 @@ class Assistant:
             metadata=metadata,
             parse_data=parse_data,
         )
-        await self.worker.run(self.agent.handle_message(message))
-        return [
-            {key: value for key, value in message.items() if key != "recipient_id"}
-            for message in collector.messages
-        ]
+        return await self.worker.run(self._respond(message, collector))
+
+    async def _respond(self, message: UserMessage, collector: CollectingOutputChannel) -> BotTurn:
+        """Rasa's ``Agent.handle_message``, keeping the tracker to read the turn off it."""
+        processor = self.agent.processor
+        assert processor is not None
+        async with self.agent.lock_store.lock(message.sender_id):
+            with recording_failures() as failures:
+                tracker = await processor.log_message(message, should_save_tracker=False)
+                start = turn_start(tracker)
+                tracker = await processor.run_action_extract_slots(collector, tracker)
+                await processor._run_prediction_loop(collector, tracker)
+                await processor.run_anonymization_pipeline(tracker)
+                await processor.save_tracker(tracker)
+        return bot_turn(tracker, start, collector.messages, failures)
 
     async def parse(self, text: str) -> dict[str, Any]:
         """NLU only: intent, intent_ranking, entities. Stores nothing."""
@@ -203,20 +250,67 @@ class Assistant:
 
     async def append_to_tracker(
         self, conversation_id: str, changes: Sequence[TrackerChange]
-    ) -> None:
-        """Record ``changes`` (pause, resume, an agent's reply) in the conversation's tracker."""
-        events = [to_rasa_event(change) for change in changes]
-        await self.worker.run(self._append_to_tracker(conversation_id, events))
+    ) -> list[dict[str, Any]]:
+        """Record ``changes`` (pause, resume, an agent's reply) in the conversation's tracker.
 
-    async def _append_to_tracker(self, conversation_id: str, events: Sequence[Event]) -> None:
-        assert self.agent.processor is not None
+        A hand-back (:class:`BotResumed`, outcome ``handed_back``) into an active form runs
+        the form once without reading the messages said to the agent, so it asks its next
+        question again; those are the bot messages returned. A close (outcome ``closed``)
+        ends an active form and clears its slots."""
+        collector = CollectingOutputChannel()
+        await self.worker.run(self._append_to_tracker(conversation_id, changes, collector))
+        return [
+            {key: value for key, value in message.items() if key != "recipient_id"}
+            for message in collector.messages
+        ]
+
+    async def _append_to_tracker(
+        self,
+        conversation_id: str,
+        changes: Sequence[TrackerChange],
+        collector: CollectingOutputChannel,
+    ) -> None:
+        processor = self.agent.processor
+        assert processor is not None
         async with self.agent.lock_store.lock(conversation_id):
-            tracker = await self.agent.processor.fetch_tracker_and_update_session(
-                conversation_id, CollectingOutputChannel()
-            )
-            for event in events:
-                tracker.update(event)
-            await self.agent.processor.save_tracker(tracker)
+            tracker = await processor.fetch_tracker_and_update_session(conversation_id, collector)
+            for change in changes:
+                tracker.update(to_rasa_event(change))
+            last = changes[-1] if changes else None
+            if isinstance(last, BotResumed) and tracker.active_loop_name:
+                with recording_failures():
+                    if last.outcome == "handed_back":
+                        await self._ask_again(tracker, collector)
+                    else:
+                        self._end_form(tracker)
+            await processor.save_tracker(tracker)
+
+    async def _ask_again(
+        self, tracker: DialogueStateTracker, collector: CollectingOutputChannel
+    ) -> None:
+        """Run the active form as after an interruption (no validation of what the user said
+        to the agent): it asks for its next slot; then let Rasa predict until it listens."""
+        processor = self.agent.processor
+        assert processor is not None and self.agent.domain is not None
+        name = tracker.active_loop_name
+        assert name is not None
+        tracker.update(LoopInterrupted(True))
+        action = action_for_name_or_text(name, self.agent.domain, processor.action_endpoint)
+        prediction = PolicyPrediction.for_action_name(self.agent.domain, name, HANDOFF_POLICY)
+        if await processor._run_action(action, tracker, collector, processor.nlg, prediction):
+            await processor._run_prediction_loop(collector, tracker)
+
+    def _end_form(self, tracker: DialogueStateTracker) -> None:
+        """End the active form and clear what it asked for (as ``action_deactivate_loop``,
+        plus its required slots): the conversation is over."""
+        assert self.agent.domain is not None
+        name = tracker.active_loop_name
+        form = self.agent.domain.forms.get(name or "", {}) if name else {}
+        tracker.update(ActionExecuted(ACTION_DEACTIVATE_LOOP_NAME, policy=HANDOFF_POLICY))
+        tracker.update(ActiveLoop(None))
+        tracker.update(SlotSet(REQUESTED_SLOT, None))
+        for slot in form.get(REQUIRED_SLOTS_KEY, []) or []:
+            tracker.update(SlotSet(slot, None))
 
     async def is_paused(self, conversation_id: str) -> bool:
         assert self.agent.processor is not None
@@ -238,11 +332,12 @@ class Assistant:
 
 
 def to_rasa_event(change: TrackerChange) -> Event:
-    """The Rasa event that records ``change``."""
+    """The Rasa event that records ``change`` (pause and resume say why in their metadata,
+    which reaches the event broker)."""
     if isinstance(change, BotPaused):
-        return ConversationPaused()
+        return ConversationPaused(metadata={"handoff": {"reason": change.reason}})
     if isinstance(change, BotResumed):
-        return ConversationResumed()
+        return ConversationResumed(metadata={"handoff": {"outcome": change.outcome}})
     if isinstance(change, AgentSaid):
         return BotUttered(change.text, metadata=change.metadata)
     raise TypeError(f"not a tracker change: {change!r}")

@@ -16,12 +16,19 @@ __all__ = ["AgentSaid", "BotPaused", "BotResumed", "TrackerChange"]
 
 @dataclass(frozen=True)
 class BotPaused:
-    """The conversation went to a person: Rasa stops predicting (``ConversationPaused``)."""
+    """The conversation went to a person: Rasa stops predicting (``ConversationPaused``, whose
+    metadata says why: ``{"handoff": {"reason": ...}}``)."""
+
+    reason: str = ""
 
 
 @dataclass(frozen=True)
 class BotResumed:
-    """The conversation came back to the bot (``ConversationResumed``)."""
+    """The conversation came back to the bot (``ConversationResumed``, metadata
+    ``{"handoff": {"outcome": ...}}``). ``outcome`` ``handed_back``: an active form asks its
+    next question again; ``closed``: an active form is ended (the conversation is over)."""
+
+    outcome: str = "handed_back"
 
 
 @dataclass(frozen=True)

@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import Any
 
 import sqlalchemy as sa
+from rasa.core.brokers.broker import EventBroker
 from rasa.core.tracker_store import FailSafeTrackerStore, SQLTrackerStore, TrackerStore
 from rasa.shared.core.domain import Domain
 from rasa.shared.core.events import Event, SessionStarted
@@ -108,7 +109,15 @@ class ThreadedSQLTrackerStore(SQLTrackerStore):
     Same table (``events``), format and queries as Rasa's, so Rasa's tools read it unchanged.
     """
 
-    def __init__(self, database_url: str, domain: Domain | None = None) -> None:
+    def __init__(
+        self,
+        database_url: str,
+        domain: Domain | None = None,
+        event_broker: EventBroker | None = None,
+    ) -> None:
+        """``event_broker``: Rasa's event broker (``event_broker`` of endpoints.yml); every
+        event saved is published to it after its transaction commits, as Rasa publishes them:
+        ``{"sender_id": ..., **event.as_dict()}``, in order."""
         # Deliberately not calling SQLTrackerStore.__init__: it retries a failing database
         # forever and builds its URL from parts; we take one URL and fail fast.
         self.engine = create_engine(database_url)
@@ -120,7 +129,7 @@ class ThreadedSQLTrackerStore(SQLTrackerStore):
                 raise
             self._create_table()
         self.sessionmaker = sa.orm.sessionmaker(bind=self.engine)
-        TrackerStore.__init__(self, domain, None)
+        TrackerStore.__init__(self, domain, event_broker)
         self._prepare_statements()
 
     def _create_table(self) -> None:
@@ -154,7 +163,12 @@ class ThreadedSQLTrackerStore(SQLTrackerStore):
         self._insert_event = events.insert()
 
     async def save(self, tracker: DialogueStateTracker) -> None:
-        await asyncio.to_thread(self._save_blocking, tracker)
+        saved = await asyncio.to_thread(self._save_blocking, tracker)
+        if self.event_broker is not None:
+            # On the caller's loop, after the commit: brokers such as Rasa's RabbitMQ one
+            # publish through the loop they were created on.
+            for data in saved:
+                self.event_broker.publish({"sender_id": tracker.sender_id, **data})
 
     async def keys(self) -> Iterable[str]:
         return await asyncio.to_thread(self._keys_blocking)
@@ -169,16 +183,19 @@ class ThreadedSQLTrackerStore(SQLTrackerStore):
             return None
         return DialogueStateTracker.from_dict(sender_id, events, self.domain.slots)
 
-    def _save_blocking(self, tracker: DialogueStateTracker) -> None:
+    def _save_blocking(self, tracker: DialogueStateTracker) -> list[dict[str, Any]]:
         """Append the tracker's events that are not stored yet (as Rasa: those after the
-        number already stored for the latest session), in one transaction."""
+        number already stored for the latest session), in one transaction; return them (as
+        ``Event.as_dict()``)."""
         with self.engine.begin() as connection:
             stored = connection.execute(
                 self._count_latest_session, {"sender_id": tracker.sender_id}
             ).scalar_one()
             rows = []
+            saved = []
             for event in itertools.islice(tracker.events, stored, len(tracker.events)):
                 data = event.as_dict()
+                saved.append(data)
                 rows.append(
                     {
                         "sender_id": tracker.sender_id,
@@ -193,6 +210,7 @@ class ThreadedSQLTrackerStore(SQLTrackerStore):
                 )
             if rows:
                 connection.execute(self._insert_event, rows)
+        return saved
 
     def _keys_blocking(self) -> list[str]:
         with self.session_scope() as session:

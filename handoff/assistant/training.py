@@ -4,8 +4,11 @@ from __future__ import annotations
 
 import hashlib
 import os
+import shutil
+import tempfile
 import time
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -13,9 +16,12 @@ from handoff.settings import PROJECT_ROOT
 
 __all__ = [
     "TrainedModel",
-    "domain_dir",
+    "domain_files",
+    "domain_path",
     "ensure_model",
+    "learned_domain_file",
     "model_file_for",
+    "training_domain",
     "training_hash",
     "training_inputs",
 ]
@@ -34,9 +40,60 @@ class TrainedModel:
     seconds: float
 
 
-def domain_dir(bot_dir: Path) -> Path:
-    """The domain folder: Rasa merges every domain file in it."""
-    return bot_dir / "domain"
+NOT_MODEL_CODE = frozenset({"actions", "tests", "models", "data", "results", "venv"})
+"""Folders of a project whose Python files do not shape the model (custom actions run on the
+action server; custom components live anywhere else)."""
+
+
+def domain_path(bot_dir: Path) -> Path:
+    """The project's domain: its ``domain/`` folder (Rasa merges every domain file in it),
+    else its ``domain.yml``."""
+    folder = bot_dir / "domain"
+    single = bot_dir / "domain.yml"
+    return single if not folder.is_dir() and single.is_file() else folder
+
+
+def learned_domain_file(bot_dir: Path) -> Path:
+    """Where ``handoff export`` writes learned intents and responses: ``domain/learned.yml``,
+    or ``domain.learned.yml`` beside a single ``domain.yml``."""
+    domain = domain_path(bot_dir)
+    return domain / "learned.yml" if domain.name == "domain" else bot_dir / "domain.learned.yml"
+
+
+def domain_files(bot_dir: Path) -> list[tuple[str, Path]]:
+    """The domain's files as (name inside a domain folder, path): a folder's files, or a
+    single ``domain.yml`` and its learned additions (when there are any)."""
+    domain = domain_path(bot_dir)
+    if domain.name == "domain":
+        files = [*domain.rglob("*.yml"), *domain.rglob("*.yaml")]
+        return sorted((p.relative_to(domain).as_posix(), p) for p in files)
+    learned = learned_domain_file(bot_dir)
+    return [("domain.yml", domain)] + ([("learned.yml", learned)] if learned.exists() else [])
+
+
+@contextmanager
+def training_domain(bot_dir: Path) -> Iterator[Path]:
+    """The one domain path to give Rasa: the folder or file itself, or a temporary folder
+    holding a single ``domain.yml`` and its learned additions (Rasa reads one path)."""
+    files = domain_files(bot_dir)
+    if domain_path(bot_dir).name == "domain" or len(files) == 1:
+        yield domain_path(bot_dir)
+        return
+    with tempfile.TemporaryDirectory(prefix="handoff-domain-") as scratch:
+        for name, path in files:
+            shutil.copyfile(path, Path(scratch) / name)
+        yield Path(scratch)
+
+
+def _model_code(bot_dir: Path) -> list[Path]:
+    """Python files of ``bot_dir`` that may shape the model (custom components)."""
+    found = []
+    for path in bot_dir.rglob("*.py"):
+        parts = path.relative_to(bot_dir).parts[:-1]
+        if any(part in NOT_MODEL_CODE or part.startswith((".", "__")) for part in parts):
+            continue
+        found.append(path)
+    return found
 
 
 def training_inputs(bot_dir: Path = BOT_DIR, data_dir: Path = DATA_DIR) -> list[tuple[str, Path]]:
@@ -44,8 +101,8 @@ def training_inputs(bot_dir: Path = BOT_DIR, data_dir: Path = DATA_DIR) -> list[
     components, the data), as (name relative to ``bot/`` or ``data/``, path) pairs."""
     bot_files = [
         bot_dir / "config.yml",
-        *domain_dir(bot_dir).rglob("*.yml"),
-        *bot_dir.rglob("*.py"),
+        *(path for _, path in domain_files(bot_dir)),
+        *_model_code(bot_dir),
     ]
     data_files = [*data_dir.rglob("*.yml"), *data_dir.rglob("*.yaml")]
     named = [(f"bot/{p.relative_to(bot_dir).as_posix()}", p) for p in bot_files] + [
@@ -92,14 +149,15 @@ def ensure_model(
     from rasa.model_training import train
 
     models_dir.mkdir(parents=True, exist_ok=True)
-    result = train(
-        domain=str(domain_dir(bot_dir)),
-        config=str(bot_dir / "config.yml"),
-        training_files=[str(data_dir)],
-        output=str(models_dir),
-        fixed_model_name=target.name.removesuffix(".tar.gz"),
-        force_training=True,
-    )
+    with training_domain(bot_dir) as domain:
+        result = train(
+            domain=str(domain),
+            config=str(bot_dir / "config.yml"),
+            training_files=[str(data_dir)],
+            output=str(models_dir),
+            fixed_model_name=target.name.removesuffix(".tar.gz"),
+            force_training=True,
+        )
     if result.code != 0 or not result.model:
         raise RuntimeError(f"Rasa training failed (exit code {result.code}); see the log above")
     return TrainedModel(

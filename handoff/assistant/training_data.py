@@ -7,7 +7,7 @@ import asyncio
 from dataclasses import dataclass
 from pathlib import Path
 
-from handoff.assistant.training import domain_dir
+from handoff.assistant.training import domain_files
 
 __all__ = ["Ranked", "TrainingData", "heldout_examples", "predict_rankings", "read_training_data"]
 
@@ -30,7 +30,7 @@ def read_training_data(data_dir: Path, bot_dir: Path) -> TrainingData:
 
     nlu_files = get_data_files([str(data_dir)], is_nlu_file)
     training = training_data_from_paths(nlu_files, language="en")
-    domain = Domain.load(str(domain_dir(bot_dir)))
+    domain = Domain.load([str(path) for _, path in domain_files(bot_dir)])
     return TrainingData(
         examples=[(m.get("text"), m.get("intent")) for m in training.intent_examples],
         intents=frozenset(domain.intents),

@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from handoff.assistant.interface import ModelInfo
+from handoff.assistant.interface import BotTurn, ModelInfo
 from handoff.assistant.tracker_changes import TrackerChange
 from handoff.assistant.worker_protocol import (
     FrameError,
@@ -73,6 +73,8 @@ class WorkerSpec:
     python: str = sys.executable
     module: str = "handoff.assistant.worker_process"
     """The module run with ``python -m``; tests put a fake worker here."""
+    endpoints: Path | None = None
+    """The project's endpoints.yml (custom actions, event broker), if it has one."""
 
     def command(self, name: str, model: Path, fd: int) -> list[str]:
         command = [self.python, "-m", self.module, "--fd", str(fd), "--model", str(model)]
@@ -82,6 +84,8 @@ class WorkerSpec:
             command += ["--fallback-threshold", str(self.fallback_threshold)]
         if self.redis_url:
             command += ["--redis-url", self.redis_url]
+        if self.endpoints is not None:
+            command += ["--endpoints", str(self.endpoints)]
         return command
 
 
@@ -226,8 +230,8 @@ class WorkerProcess:
         message_id: str | None = None,
         metadata: dict[str, Any] | None = None,
         parse_data: dict[str, Any] | None = None,
-    ) -> list[dict[str, Any]]:
-        result: list[dict[str, Any]] = await self.call(
+    ) -> BotTurn:
+        result: dict[str, Any] = await self.call(
             "respond",
             conversation_id=conversation_id,
             text=text,
@@ -236,7 +240,7 @@ class WorkerProcess:
             metadata=metadata,
             parse_data=parse_data,
         )
-        return result
+        return BotTurn.from_dict(result)
 
     async def log_without_answer(
         self,
@@ -263,10 +267,11 @@ class WorkerProcess:
 
     async def append_to_tracker(
         self, conversation_id: str, changes: Sequence[TrackerChange]
-    ) -> None:
-        await self.call(
+    ) -> list[dict[str, Any]]:
+        messages: list[dict[str, Any]] = await self.call(
             "append_to_tracker", conversation_id=conversation_id, changes=encode_changes(changes)
         )
+        return messages
 
     async def is_paused(self, conversation_id: str) -> bool:
         return bool(await self.call("is_paused", conversation_id=conversation_id))

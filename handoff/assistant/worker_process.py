@@ -4,6 +4,7 @@ Started by :mod:`handoff.assistant.workers`, never by hand::
 
     python -m handoff.assistant.worker_process --fd N --model PATH --tracker-database URL
         [--fallback-threshold X] [--redis-url URL --redis-namespace NS] [--name NAME]
+        [--endpoints FILE]
 
 It loads the model (and Rasa's tracker store and lock store), answers one test parse so that
 TensorFlow has built its prediction functions, then says ``ready`` on the socket ``--fd`` and
@@ -111,14 +112,13 @@ class WorkerServer:
         if op == "parse":
             return await assistant.parse(args["text"])
         if op == "respond":
-            return await assistant.respond(**args)
+            return (await assistant.respond(**args)).as_dict()
         if op == "log_without_answer":
             then = decode_changes(args.pop("then", []))
             return await assistant.log_without_answer(**args, then=then)
         if op == "append_to_tracker":
             changes = decode_changes(args["changes"])
-            await assistant.append_to_tracker(args["conversation_id"], changes)
-            return None
+            return await assistant.append_to_tracker(args["conversation_id"], changes)
         if op == "is_paused":
             return await assistant.is_paused(args["conversation_id"])
         raise AssertionError(op)
@@ -167,6 +167,7 @@ def ready_frame(assistant: Any) -> dict[str, Any]:
 
 async def _run(args: argparse.Namespace) -> int:
     reader, writer = await connect(args.fd)
+    from handoff.assistant.endpoints import read_endpoints
     from handoff.assistant.heap import tune_collector_for_serving
     from handoff.assistant.rasa_assistant import Assistant, redis_lock_store
 
@@ -175,7 +176,11 @@ async def _run(args: argparse.Namespace) -> int:
             redis_lock_store(args.redis_url, args.redis_namespace) if args.redis_url else None
         )
         assistant = await Assistant.load(
-            args.model, args.tracker_database, args.fallback_threshold, lock_store=lock_store
+            args.model,
+            args.tracker_database,
+            args.fallback_threshold,
+            lock_store=lock_store,
+            endpoints=read_endpoints(args.endpoints),
         )
         await assistant.parse("hello")  # the first prediction builds TensorFlow's functions
     except Exception as error:
@@ -201,6 +206,7 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--redis-url", help="Rasa's lock store in Redis (several servers)")
     parser.add_argument("--redis-namespace", default="handoff")
     parser.add_argument("--name", default="assistant", help="name in log lines")
+    parser.add_argument("--endpoints", type=Path, help="Rasa's endpoints.yml of the project")
     parser.add_argument("--log-level", default="INFO")
     return parser
 

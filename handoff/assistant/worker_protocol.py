@@ -23,7 +23,8 @@ Worker to server::
 
     {"id": 0, "ready": {"name", "path", "fallback_threshold", "load_seconds", "intents",
                         "responses"}}      # once, when the model is loaded (or "failed": text)
-    {"id": 7, "result": ...}                 # the call's return value
+    {"id": 7, "result": ...}                 # the call's return value (``respond``: a
+                                             # BotTurn as a dict, see BotTurn.as_dict)
     {"id": 7, "error": {"type": "ValueError", "message": "..."}}
 
 A worker that cannot load its model sends ``{"id": 0, "failed": "why"}`` and exits with
@@ -112,13 +113,14 @@ def write_frame(writer: asyncio.StreamWriter, message: dict[str, Any]) -> None:
 
 
 def encode_changes(changes: Sequence[TrackerChange]) -> list[dict[str, Any]]:
-    """Tracker changes as JSON: ``{"kind": "paused" | "resumed" | "agent_said", ...}``."""
+    """Tracker changes as JSON: ``{"kind": "paused", "reason"}``, ``{"kind": "resumed",
+    "outcome"}`` or ``{"kind": "agent_said", "text", "metadata"}``."""
     encoded: list[dict[str, Any]] = []
     for change in changes:
         if isinstance(change, BotPaused):
-            encoded.append({"kind": "paused"})
+            encoded.append({"kind": "paused", "reason": change.reason})
         elif isinstance(change, BotResumed):
-            encoded.append({"kind": "resumed"})
+            encoded.append({"kind": "resumed", "outcome": change.outcome})
         elif isinstance(change, AgentSaid):
             encoded.append({"kind": "agent_said", "text": change.text, "metadata": change.metadata})
         else:
@@ -132,9 +134,9 @@ def decode_changes(encoded: Sequence[dict[str, Any]]) -> list[TrackerChange]:
     for item in encoded:
         kind = item.get("kind")
         if kind == "paused":
-            changes.append(BotPaused())
+            changes.append(BotPaused(str(item.get("reason") or "")))
         elif kind == "resumed":
-            changes.append(BotResumed())
+            changes.append(BotResumed(str(item.get("outcome") or "handed_back")))
         elif kind == "agent_said":
             changes.append(AgentSaid(str(item["text"]), dict(item.get("metadata") or {})))
         else:

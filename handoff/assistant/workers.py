@@ -33,7 +33,7 @@ from collections.abc import Awaitable, Callable, Sequence
 from pathlib import Path
 from typing import Any, TypeVar
 
-from handoff.assistant.interface import AssistantNotReadyError, ModelInfo
+from handoff.assistant.interface import AssistantNotReadyError, BotTurn, ModelInfo
 from handoff.assistant.tracker_changes import TrackerChange
 from handoff.assistant.worker_client import (
     WorkerGoneError,
@@ -261,7 +261,7 @@ class AssistantWorkers:
         message_id: str | None = None,
         metadata: dict[str, Any] | None = None,
         parse_data: dict[str, Any] | None = None,
-    ) -> list[dict[str, Any]]:
+    ) -> BotTurn:
         return await self._on(
             self._slot(conversation_id),
             lambda worker: worker.respond(
@@ -300,8 +300,8 @@ class AssistantWorkers:
 
     async def append_to_tracker(
         self, conversation_id: str, changes: Sequence[TrackerChange]
-    ) -> None:
-        await self._on(
+    ) -> list[dict[str, Any]]:
+        return await self._on(
             self._slot(conversation_id),
             lambda worker: worker.append_to_tracker(conversation_id, changes),
         )

@@ -197,14 +197,27 @@ def _serve(args: argparse.Namespace) -> int:
         print(f"handoff serve: {error}", file=sys.stderr)
         return 2
 
+    from handoff.assistant.action_server import plan_action_server
+    from handoff.assistant.endpoints import EndpointsError, read_endpoints
     from handoff.web.app import create_app
 
+    try:
+        endpoints = read_endpoints(settings.endpoints_path())
+        app = create_app(settings)
+    except EndpointsError as error:
+        print(f"handoff serve: {error}", file=sys.stderr)
+        return 2
     print(
         f"Starting the server on http://{settings.host}:{settings.port} "
         f"with model {model_file.name} (loading takes 10 s to a minute, by pipeline)...",
         flush=True,
     )
-    app = create_app(settings)
+    if endpoints.path is not None:
+        print(f"Rasa endpoints from {endpoints.path}:", flush=True)
+        for line in endpoints.describe():
+            print(f"  {line}", flush=True)
+    _, actions = plan_action_server(endpoints.action_url, settings.bot_dir, settings.action_server)
+    print(f"  {actions}" if endpoints.path is not None else actions, flush=True)
     app.run(host=settings.host, port=settings.port, access_log=False, motd=False)
     return 0
 

@@ -16,6 +16,7 @@ from handoff.assistant.tracker_changes import AgentSaid, BotPaused, BotResumed, 
 from handoff.core.notices import notice
 from handoff.core.routing import (
     AssignmentChanged,
+    Closed,
     Command,
     DeliverToAgent,
     DeliverToUser,
@@ -36,7 +37,7 @@ __all__ = ["Circumstances", "Plan", "agent_event", "plan", "user_event"]
 def user_event(conversation_id: str, type_: str, **payload: Any) -> NewEvent:
     """An event for the user's socket; a ``handoff`` event gets its notice ``text``."""
     if type_ == "handoff":
-        payload["text"] = notice(payload["status"], payload.get("agent", ""))
+        payload["text"] = notice(payload["status"], payload.get("agent", ""), payload.get("reason"))
     return NewEvent("user", type_, payload, conversation_id=conversation_id)
 
 
@@ -99,12 +100,12 @@ def _record_while_paused(_: Any, __: Circumstances, result: Plan) -> None:
     result.record_while_paused = True
 
 
-def _pause_bot(_: Any, __: Circumstances, result: Plan) -> None:
-    result.tracker.append(BotPaused())
+def _pause_bot(_: Any, c: Circumstances, result: Plan) -> None:
+    result.tracker.append(BotPaused(c.reason or ""))
 
 
-def _resume_bot(_: Any, __: Circumstances, result: Plan) -> None:
-    result.tracker.append(BotResumed())
+def _resume_bot(_: Any, c: Circumstances, result: Plan) -> None:
+    result.tracker.append(BotResumed("closed" if isinstance(c.command, Closed) else "handed_back"))
 
 
 def _deliver_to_agent(effect: DeliverToAgent, c: Circumstances, result: Plan) -> None:

@@ -19,7 +19,7 @@ from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass
 from typing import Any
 
-from handoff.assistant.interface import AssistantHolder
+from handoff.assistant.interface import AssistantHolder, BotTurn
 from handoff.assistant.tracker_changes import BotResumed, TrackerChange
 from handoff.conversations.effects import Circumstances, Plan, agent_event, plan, user_event
 from handoff.conversations.intent_guesses import IntentGuesses, unguessed_parse_data
@@ -120,15 +120,29 @@ class ConversationService:
         self.intent_guesses = IntentGuesses()
 
     def _append_to_tracker(
-        self, conversation_id: str, changes: list[TrackerChange]
-    ) -> asyncio.Task[None]:
-        """Record ``changes`` in Rasa's tracker, in tracker order, off the relay path."""
+        self,
+        conversation_id: str,
+        changes: list[TrackerChange],
+        say_after: asyncio.Future[bool] | None = None,
+    ) -> asyncio.Future[None]:
+        """Record ``changes`` in Rasa's tracker, in tracker order, off the relay path; the
+        future is done once Rasa's tracker holds them. What the bot says because of them (a
+        form asking again after a hand-back) goes to the user before any later tracker work,
+        and after ``say_after`` is True (not at all if it is False)."""
+        recorded: asyncio.Future[None] = asyncio.get_running_loop().create_future()
 
         async def append() -> None:
-            assistant = await self.assistant.get()
-            await assistant.append_to_tracker(conversation_id, changes)
+            try:
+                assistant = await self.assistant.get()
+                said = await assistant.append_to_tracker(conversation_id, changes)
+            finally:
+                if not recorded.done():
+                    recorded.set_result(None)
+            if said and (say_after is None or await say_after):
+                await self._say(conversation_id, said, in_reply_to=None)
 
-        return self.tracker_order.then(conversation_id, append)
+        self.tracker_order.then(conversation_id, append)
+        return recorded
 
     async def tracker_caught_up(self, conversation_id: str) -> None:
         """Wait until the Rasa tracker holds everything queued for this conversation."""
@@ -242,44 +256,76 @@ class ConversationService:
             await self.teaching.queue_if_uncertain(
                 message, parse_data, assistant.info.fallback_threshold
             )
-            replies = await assistant.respond(
+            turn = await assistant.respond(
                 conversation.id,
                 message.text,
                 input_channel=channel,
                 message_id=client_id,
                 parse_data=parse_data,
             )
-            for reply in replies:
-                _, _, events = await self.store.add_message(
-                    conversation.id,
-                    "bot",
-                    reply.get("text") or "",
-                    events=[user_event(conversation.id, "bot", in_reply_to=client_id, **reply)],
-                    publish=self.hub.publish,
-                )
-            if after != conversation or decision.fallback_streak != stored.fallback_streak:
-                await self.store.save_conversation(
-                    stored, after, fallback_streak=decision.fallback_streak
-                )
-            return
-
-        command = HandoffRequested(decision.reason)
-        queued, effects = transition(after, command)
-        todo = plan(effects, self._handoff_circumstances(conversation.id, command))
-        await assistant.log_without_answer(
-            conversation.id,
-            message.text,
-            input_channel=channel,
-            message_id=client_id,
-            then=todo.tracker,
-            parse_data=parse_data,
-        )
+            await self._say(conversation.id, turn.messages, in_reply_to=client_id)
+            detail = turn.detail()
+            if detail is not None:
+                await self.store.set_turn(message.id, detail)
+            by_action = self._action_handoff(turn)
+            if by_action is None:
+                if after != conversation or decision.fallback_streak != stored.fallback_streak:
+                    await self.store.save_conversation(
+                        stored, after, fallback_streak=decision.fallback_streak
+                    )
+                return
+            # An action handed off, or one failed: a handoff as if a trigger had fired.
+            command = HandoffRequested(by_action)
+            queued, effects = transition(after, command)
+            todo = plan(effects, self._handoff_circumstances(conversation.id, command))
+            if by_action is HandoffReason.ACTION_FAILED:
+                self._append_to_tracker(conversation.id, todo.tracker)
+            # else: the action paused Rasa's tracker itself
+        else:
+            command = HandoffRequested(decision.reason)
+            queued, effects = transition(after, command)
+            todo = plan(effects, self._handoff_circumstances(conversation.id, command))
+            await assistant.log_without_answer(
+                conversation.id,
+                message.text,
+                input_channel=channel,
+                message_id=client_id,
+                then=todo.tracker,
+                parse_data=parse_data,
+            )
         _, events = await self.store.save_conversation(
             stored, queued, events=todo.events, fallback_streak=0, new_handoff=True
         )
         await self._publish(events)
         if todo.queue_changed:
             await self._queue_changed()
+
+    @staticmethod
+    def _action_handoff(turn: BotTurn) -> HandoffReason | None:
+        """Why the bot's turn hands off: an action paused the conversation, or one failed
+        (what the user asked for is not done: a person takes over)."""
+        if turn.handed_off_by is not None:
+            return HandoffReason.ACTION
+        if turn.failed_actions:
+            logger.warning(
+                "Custom action(s) failed in a bot turn; handing off: %s",
+                "; ".join(f"{f['name']}: {f['error']}" for f in turn.failed_actions),
+            )
+            return HandoffReason.ACTION_FAILED
+        return None
+
+    async def _say(
+        self, conversation_id: str, messages: Sequence[dict[str, Any]], in_reply_to: str | None
+    ) -> None:
+        """Store and deliver the bot's ``messages`` to the user, in order."""
+        for reply in messages:
+            await self.store.add_message(
+                conversation_id,
+                "bot",
+                reply.get("text") or "",
+                events=[user_event(conversation_id, "bot", in_reply_to=in_reply_to, **reply)],
+                publish=self.hub.publish,
+            )
 
     def _handoff_circumstances(
         self, conversation_id: str, command: HandoffRequested
@@ -530,19 +576,27 @@ class ConversationService:
                 command,
                 {"names": {agent.id: agent.display_name}, "reason": outcome},
             )
-            resumed = self._append_to_tracker(conversation_id, todo.tracker)
-            if self.shared:
-                # The next user message may arrive on another process: let Rasa hear of the
-                # resume first (bounded: a dead process's Rasa lock ticket must not hold us).
-                await asyncio.wait([resumed], timeout=SHARED_RESUME_WAIT_S)
-            _, events = await self.store.save_conversation(
-                stored,
-                after,
-                handoff_update={"closed_at": time.time(), "outcome": outcome},
-                assignment=todo.assignment,
-                events=todo.events,
-            )
-            await self._publish(events)
+            # A form resumed by the hand-back asks its question after the user is told.
+            told: asyncio.Future[bool] = asyncio.get_running_loop().create_future()
+            resumed = self._append_to_tracker(conversation_id, todo.tracker, say_after=told)
+            published = False
+            try:
+                if self.shared:
+                    # The next user message may arrive on another process: let Rasa hear of
+                    # the resume first (bounded: a dead process's Rasa lock ticket must not
+                    # hold us).
+                    await asyncio.wait([resumed], timeout=SHARED_RESUME_WAIT_S)
+                _, events = await self.store.save_conversation(
+                    stored,
+                    after,
+                    handoff_update={"closed_at": time.time(), "outcome": outcome},
+                    assignment=todo.assignment,
+                    events=todo.events,
+                )
+                await self._publish(events)
+                published = True
+            finally:
+                told.set_result(published)
         if stored.handoff_id is not None:
             await self.teaching.learn_from_handoff(conversation_id, stored.handoff_id)
 

@@ -23,17 +23,22 @@ def message_view(message: Message) -> dict[str, Any]:
         "agent_id": message.agent_id,
         "response_name": message.response_name,
         "created_at": message.created_at,
+        "turn": message.turn,
     }
 
 
 def transcript_view(
     stored: StoredConversation, messages: Sequence[Message], labels: Mapping[int, Any]
 ) -> dict[str, Any]:
-    """Everything said in a conversation, with intents and agents' labels."""
+    """Everything said in a conversation, with intents, what the bot's actions did and
+    agents' labels; ``slots`` and ``active_loop``: as the bot's last turn left them."""
+    last_turn = next((m.turn for m in reversed(messages) if m.turn is not None), None) or {}
     return {
         "conversation_id": stored.conversation.id,
         "state": stored.conversation.state.value,
         "handoff_reason": stored.conversation.handoff_reason,
+        "slots": last_turn.get("slots", {}),
+        "active_loop": last_turn.get("active_loop"),
         "messages": [{**message_view(m), "label": labels.get(m.id)} for m in messages],
     }
 

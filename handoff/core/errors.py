@@ -23,6 +23,7 @@ raiser chooses the code)::
      ├── WorkerGoneError [ConnectionError] : internal      (assistant.worker_client)
      ├── WorkerStartError [RuntimeError] : not_ready       (assistant.worker_client)
      ├── AssistantWorkerError [RuntimeError] : internal    (assistant.worker_client)
+     ├── EndpointsError [ValueError]  : invalid_endpoints   (assistant.endpoints)
      ├── DecisionError [ValueError]   : invalid_field       (learning.review)
      ├── ExportError [RuntimeError]   : invalid_export      (learning.loop)
      ├── ActionError                  : per instance        (conversations.service)

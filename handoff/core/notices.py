@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-__all__ = ["NOTICES", "notice"]
+__all__ = ["FAILED_ACTION_APOLOGY", "NOTICES", "notice"]
 
 NOTICES = {
     "queued": "I'm handing you over to a member of our support team. Please stay here.",
@@ -12,11 +12,18 @@ NOTICES = {
     ),
     "agent_joined": "{agent} joined the chat.",
     "handed_back": "{agent} handed you back to the virtual assistant.",
-    "closed": "{agent} closed the conversation. Thank you for contacting Larkspur Bank.",
+    "closed": "{agent} closed the conversation. Thank you for getting in touch.",
 }
 """Notice wording by handoff status; ``{agent}`` is the agent's display name."""
 
+FAILED_ACTION_APOLOGY = "Sorry, something went wrong on our side and I couldn't finish that."
+"""Said before the ``queued`` notice when the handoff is because a custom action failed."""
 
-def notice(status: str, agent: str = "") -> str:
-    """The text the user reads for handoff ``status`` (a key of :data:`NOTICES`)."""
-    return NOTICES[status].format(agent=agent)
+
+def notice(status: str, agent: str = "", reason: str | None = None) -> str:
+    """The text the user reads for handoff ``status`` (a key of :data:`NOTICES`); a queue
+    because an action failed (``reason`` ``action_failed``) starts with an apology."""
+    text = NOTICES[status].format(agent=agent)
+    if status == "queued" and reason == "action_failed":
+        return f"{FAILED_ACTION_APOLOGY} {text}"
+    return text

@@ -75,6 +75,11 @@ class HandoffReason(str, Enum):
     ALWAYS_HUMAN_INTENT = "always_human_intent"
     REPEATED_FALLBACK = "repeated_fallback"
     UNHELPFUL_ANSWER = "unhelpful_answer"
+    ACTION = "action"
+    """A custom action of the assistant handed off (it returned ``ConversationPaused``)."""
+    ACTION_FAILED = "action_failed"
+    """A custom action failed (e.g. the action server is unreachable): what the user asked for
+    is not done, so a person takes over."""
 
 
 # Commands ---------------------------------------------------------------------------------

@@ -26,7 +26,7 @@ from typing import Any
 import yaml
 
 from handoff.assistant.model_files import write_operating_point
-from handoff.assistant.training import domain_dir
+from handoff.assistant.training import domain_files, learned_domain_file
 from handoff.assistant.training_data import heldout_examples, predict_rankings, read_training_data
 from handoff.core.errors import HandoffError
 from handoff.learning.evaluation import FALLBACK_INTENT, score
@@ -69,7 +69,8 @@ __all__ = [
 ]
 
 LEARNED_FILES = {"nlu": "nlu.yml", "stories": "stories.yml", "rules": "rules.yml"}
-"""Files under ``data/learned/``; the domain additions go to ``bot/domain/learned.yml``."""
+"""Files under ``data/learned/``; the domain additions go to ``bot/domain/learned.yml`` (see
+:func:`~handoff.assistant.training.learned_domain_file`)."""
 
 Progress = Callable[[str], None]
 
@@ -83,7 +84,7 @@ class ExportError(HandoffError, RuntimeError):
 def learned_paths(settings: Settings) -> dict[str, Path]:
     learned = settings.data_dir / "learned"
     paths = {kind: learned / name for kind, name in LEARNED_FILES.items()}
-    paths["domain"] = domain_dir(settings.bot_dir) / "learned.yml"
+    paths["domain"] = learned_domain_file(settings.bot_dir)
     return paths
 
 
@@ -253,17 +254,20 @@ def _write_atomically(path: Path, text: str) -> None:
 
 
 def _validate_with(settings: Settings, paths: dict[str, Path], changed: dict[str, str]) -> str:
-    """Run ``rasa data validate --fail-on-warnings`` on a copy of bot/ and data/ with the
-    changed files in place; return its complaints ('' when valid)."""
+    """Run ``rasa data validate --fail-on-warnings`` on a copy of the domain and data/ with
+    the changed files in place; return its complaints ('' when valid)."""
     with tempfile.TemporaryDirectory(prefix="handoff-export-") as scratch:
-        bot = Path(scratch) / "bot"
+        domain = Path(scratch) / "domain"
         data = Path(scratch) / "data"
-        shutil.copytree(settings.bot_dir, bot, ignore=shutil.ignore_patterns("__pycache__"))
+        domain.mkdir()
+        for name, path in domain_files(settings.bot_dir):
+            (domain / name).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copyfile(path, domain / name)
         shutil.copytree(settings.data_dir, data)
         for kind, text in changed.items():
             original = paths[kind]
             if kind == "domain":
-                target = domain_dir(bot) / original.name
+                target = domain / "learned.yml"
             else:
                 target = data / original.relative_to(settings.data_dir)
             target.parent.mkdir(parents=True, exist_ok=True)
@@ -274,11 +278,11 @@ def _validate_with(settings: Settings, paths: dict[str, Path], changed: dict[str
             "data",
             "validate",
             "--domain",
-            str(domain_dir(bot)),
+            str(domain),
             "--data",
             str(data),
             "--config",
-            str(bot / "config.yml"),
+            str(settings.bot_dir / "config.yml"),
             "--fail-on-warnings",
         ]
         result = subprocess.run(

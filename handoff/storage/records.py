@@ -70,6 +70,8 @@ class Message:
     intent_ranking: list[dict[str, Any]] | None
     response_name: str | None
     created_at: float
+    turn: dict[str, Any] | None = None
+    """On a user message the bot answered: what its actions did and the slots after it."""
 
 
 @dataclass(frozen=True)

@@ -104,6 +104,9 @@ messages = sa.Table(
     sa.Column("intent_ranking", sa.JSON, nullable=True),
     sa.Column("response_name", sa.String(128), nullable=True),  # canned response used
     sa.Column("created_at", sa.Float, nullable=False),
+    # On a user message the bot answered: what its actions did and the slots after it
+    # (handoff.assistant.interface.BotTurn.detail), for agents.
+    sa.Column("turn", sa.JSON, nullable=True),
     sa.UniqueConstraint(
         "conversation_id", "sender", "client_message_id", name="uq_messages_client_id"
     ),

@@ -262,6 +262,7 @@ class Store(Accounts):
                 "intent_ranking": None,
                 "response_name": response_name,
                 "created_at": now,
+                "turn": None,
             }
             try:
                 message_id = await _insert_message(db, values)
@@ -341,6 +342,16 @@ class Store(Accounts):
             return [await _append_event(db, event, now) for event in events]
 
         return await self._relay_write(write, publish)
+
+    async def set_turn(self, message_id: int, turn: dict[str, Any]) -> None:
+        """Store what the bot's actions did in answer to user message ``message_id``."""
+
+        async def write(db: AsyncConnection) -> None:
+            await db.execute(
+                schema.messages.update().where(schema.messages.c.id == message_id).values(turn=turn)
+            )
+
+        await self._relay_write(write, None)
 
     async def messages(self, conversation_id: str) -> list[Message]:
         query = (
@@ -479,6 +490,9 @@ def _insert_sql(table: sa.Table, columns: Sequence[str]) -> str:
 _CONVERSATION_COLUMNS = _columns(schema.conversations)
 _MESSAGE_COLUMNS = _columns(schema.messages)
 _MESSAGE_VALUES = [name for name in _MESSAGE_COLUMNS if name != "id"]
+_MESSAGE_JSON = frozenset(
+    column.name for column in schema.messages.c if isinstance(column.type, sa.JSON)
+)
 _EVENT_VALUES = ["audience", "conversation_id", "agent_id", "type", "payload", "created_at"]
 _SQL_SELECT_CONVERSATION = (
     f"SELECT {', '.join(_CONVERSATION_COLUMNS)} FROM conversations WHERE id = ?"
@@ -522,8 +536,8 @@ async def _message_by_client_id(
         if raw is None:
             return None
         values = dict(zip(_MESSAGE_COLUMNS, raw, strict=True))
-        ranking = values["intent_ranking"]
-        values["intent_ranking"] = None if ranking is None else json.loads(ranking)
+        for name in _MESSAGE_JSON:
+            values[name] = None if values[name] is None else json.loads(values[name])
         return Message(**values)
     parameters = {
         "b_conversation_id": conversation_id,
@@ -537,8 +551,10 @@ async def _message_by_client_id(
 async def _insert_message(db: AsyncConnection, values: dict[str, Any]) -> int:
     """Insert a message row; raises ``sa.exc.IntegrityError`` on a duplicate client id."""
     if inline := _inline(db):
-        row = [values[name] for name in _MESSAGE_VALUES]
-        row[_MESSAGE_VALUES.index("intent_ranking")] = json.dumps(values["intent_ranking"])
+        row = [
+            json.dumps(values[name]) if name in _MESSAGE_JSON else values[name]
+            for name in _MESSAGE_VALUES
+        ]
         try:
             return int(inline.run(_SQL_INSERT_MESSAGE, row).lastrowid or 0)
         except sqlite3.IntegrityError as error:

@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
 from pathlib import Path
 
 from sanic import Sanic
 
+from handoff.assistant.action_server import ActionServer, plan_action_server
+from handoff.assistant.endpoints import check_agreement, read_endpoints
 from handoff.assistant.heap import tune_collector_for_serving
 from handoff.assistant.interface import AssistantApi, AssistantRuntime
 from handoff.assistant.model_files import resolve_model_path
@@ -44,6 +47,9 @@ logger = logging.getLogger(__name__)
 
 APP_NAME = "handoff"
 EVENT_TRIM_INTERVAL_S = 600.0
+ACTION_SERVER_WAIT_S = 60.0
+"""How long the Ready line waits for the action server to answer after the model is loaded
+(custom actions fail until it does; the bot answers meanwhile)."""
 SHUTDOWN_DRAIN_SECONDS = 10.0
 """How long a stopping server waits for queued Rasa tracker updates."""
 
@@ -59,14 +65,31 @@ def handoff_policy(settings: Settings) -> HandoffPolicy:
 
 def create_app(settings: Settings) -> Sanic:
     """Build the server. Storage opens before it listens; the model loads in the background
-    once it listens, and ``/health`` answers 503 until it is ready."""
+    once it listens, and ``/health`` answers 503 until it is ready. The project's action
+    server (if this process runs it) starts beside the model. Raises
+    :class:`~handoff.assistant.endpoints.EndpointsError` for an endpoints.yml it cannot
+    honour."""
     app = Sanic(APP_NAME, error_handler=JsonApiErrorHandler(), configure_logging=False)
     app.config.REQUEST_MAX_SIZE = MAX_REST_BODY_BYTES
     app.config.WEBSOCKET_MAX_SIZE = WEBSOCKET_MAX_SIZE
     app.config.WEBSOCKET_PING_INTERVAL = 20
     app.config.WEBSOCKET_PING_TIMEOUT = settings.websocket_ping_timeout
     queue_websocket_messages()
-    install_context(app, AppContext(settings, runtime=assistant_runtime(settings)))
+    endpoints = read_endpoints(settings.endpoints_path())
+    check_agreement(
+        endpoints,
+        tracker_database_url=tracker_database_url(settings.database_url),
+        redis_url=settings.redis_url,
+    )
+    plan, _ = plan_action_server(endpoints.action_url, settings.bot_dir, settings.action_server)
+    install_context(
+        app,
+        AppContext(
+            settings,
+            runtime=assistant_runtime(settings),
+            action_server=ActionServer(plan) if plan else None,
+        ),
+    )
     add_security_headers(app)
 
     app.blueprint(pages.blueprint)
@@ -111,7 +134,9 @@ def create_app(settings: Settings) -> Sanic:
     @app.after_server_start
     async def start_background_work(app: Sanic, _loop: asyncio.AbstractEventLoop) -> None:
         ctx = app_context(app)
-        ctx.background = [
+        if ctx.action_server is not None:
+            ctx.background.append(asyncio.create_task(ctx.action_server.run()))
+        ctx.background += [
             asyncio.create_task(_load_and_watch(app, settings)),
             asyncio.create_task(_trim_events(ctx.store, settings.event_retention_hours)),
             asyncio.create_task(forget_stale_counters(ctx.store.engine, settings)),
@@ -128,6 +153,8 @@ def create_app(settings: Settings) -> Sanic:
             task.cancel()
         await asyncio.gather(*ctx.background, return_exceptions=True)
         await ctx.runtime.close()
+        if ctx.action_server is not None:
+            await ctx.action_server.close()
         if settings.redis_url:
             assert isinstance(ctx.presence, RedisPresence) and isinstance(ctx.hub, RedisHub)
             await ctx.presence.close()
@@ -157,9 +184,14 @@ def assistant_runtime(settings: Settings) -> AssistantRuntime:
         from handoff.assistant.in_process import InProcessAssistant
 
         return InProcessAssistant(
-            tracker_url, settings.fallback_threshold, settings.redis_url, settings.redis_namespace
+            tracker_url,
+            settings.fallback_threshold,
+            settings.redis_url,
+            settings.redis_namespace,
+            endpoints=settings.endpoints_path(),
         )
     spec = WorkerSpec(
+        endpoints=settings.endpoints_path(),
         tracker_database_url=tracker_url,
         fallback_threshold=settings.fallback_threshold,
         redis_url=settings.redis_url,
@@ -189,6 +221,9 @@ async def _load_and_watch(app: Sanic, settings: Settings) -> None:
         return
     holder.set(runtime.api)
     _point_rasa_http_api(app, runtime)
+    if ctx.action_server is not None:  # "Ready" means custom actions answer too
+        with contextlib.suppress(asyncio.TimeoutError):
+            await asyncio.wait_for(ctx.action_server.ready.wait(), ACTION_SERVER_WAIT_S)
     info = runtime.api.info
     host = "127.0.0.1" if settings.host in ("0.0.0.0", "::") else settings.host
     base = f"http://{host}:{settings.port}"

@@ -14,6 +14,7 @@ from typing import Any
 
 from sanic import Request, Sanic
 
+from handoff.assistant.action_server import ActionServer
 from handoff.assistant.interface import AssistantHolder, AssistantRuntime
 from handoff.conversations.service import ConversationService
 from handoff.learning.metrics_reader import MetricsReader
@@ -49,6 +50,8 @@ class AppContext:
     """Tasks cancelled when the server stops (model watching, trimming, sweeps, ...)."""
     redis: Any = None
     """The Redis client shared by the hub, presence and locks, or None without Redis."""
+    action_server: ActionServer | None = None
+    """The project's custom-action server this process runs, if it runs one."""
     store: Store = field(init=False, repr=False)
     learning: LearningStore = field(init=False, repr=False)
     metrics: MetricsReader = field(init=False, repr=False)

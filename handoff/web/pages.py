@@ -40,8 +40,9 @@ async def console_page(request: Request) -> HTTPResponse:
 
 @blueprint.route("/health", methods=["GET", "HEAD"])
 async def health(request: Request) -> HTTPResponse:
-    """200 with the model's name and the assistant's processes once it answers; 503 while
-    loading or failed."""
+    """200 with the model's name, the assistant's processes and the action server this
+    process runs (``actions``, None if none) once the model answers; 503 while loading or
+    failed."""
     ctx = request_context(request)
     holder = ctx.assistant
     assistant = holder.current
@@ -59,5 +60,6 @@ async def health(request: Request) -> HTTPResponse:
             "model": assistant.info.name,
             "fallback_threshold": assistant.info.fallback_threshold,
             "assistant": ctx.runtime.health(),
+            "actions": ctx.action_server.health() if ctx.action_server else None,
         }
     )

@@ -30,7 +30,7 @@ def response_pattern(name: str) -> re.Pattern[str]:
     alternatives = [
         re.escape(text).replace(r"\{", "{").replace(r"\}", "}") for text in RESPONSES[name]
     ]
-    alternatives = [re.sub(r"\{[a-z_]+\}", ".+", alt) for alt in alternatives]
+    alternatives = [re.sub(r"\{[a-z0-9_]+\}", ".+", alt) for alt in alternatives]
     return re.compile("^(?:" + "|".join(alternatives) + ")$", re.DOTALL)
 
 

@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from handoff.assistant.interface import ModelInfo
+from handoff.assistant.interface import BotTurn, ModelInfo
 from handoff.assistant.tracker_changes import AgentSaid, BotPaused, BotResumed, TrackerChange
 from handoff.core.triggers import FALLBACK_INTENT
 
@@ -42,13 +42,37 @@ class BotAnswered:
     text: str
 
 
-TrackerRecord = UserLogged | BotAnswered | BotPaused | BotResumed | AgentSaid
+@dataclass(frozen=True)
+class ScriptedAction:
+    """What a custom action does when an intent's answer runs it: ``pauses`` (it returns
+    ``ConversationPaused``: a handoff by the action), ``fails`` (the action server is
+    unreachable), ``slots`` it sets, and ``form``: the form it leaves active (asked again after
+    a hand-back with ``ask``)."""
+
+    name: str
+    pauses: bool = False
+    fails: bool = False
+    slots: Mapping[str, Any] = field(default_factory=dict)
+    form: str | None = None
+    ask: str = ""
+
+
+@dataclass(frozen=True)
+class FormAsked:
+    """A form asked its next question again after a hand-back (no user message)."""
+
+    form: str
+    text: str
+
+
+TrackerRecord = UserLogged | BotAnswered | BotPaused | BotResumed | AgentSaid | FormAsked
 
 
 class FakeAssistant:
     """The assistant boundary, scripted. ``nlu``: exact text -> ``[(intent, confidence)]``;
-    ``answers``: intent -> bot messages (dicts with ``text``); ``intents``: what the model knows
-    (default: every scripted intent)."""
+    ``answers``: intent -> bot messages (dicts with ``text``); ``actions``: intent -> the custom
+    action its answer runs after the messages; ``intents``: what the model knows (default: every
+    scripted intent)."""
 
     def __init__(
         self,
@@ -56,9 +80,14 @@ class FakeAssistant:
         answers: Mapping[str, Sequence[dict[str, Any]]],
         intents: Sequence[str] | None = None,
         fallback_threshold: float = FALLBACK_THRESHOLD,
+        actions: Mapping[str, ScriptedAction] | None = None,
     ) -> None:
         self.nlu = dict(nlu)
         self.answers = dict(answers)
+        self.actions = dict(actions or {})
+        self.slots: dict[str, dict[str, Any]] = defaultdict(dict)
+        self.forms: dict[str, ScriptedAction] = {}
+        """The form each conversation has active, and how it asks again."""
         known = {name for ranking in self.nlu.values() for name, _ in ranking}
         self._intents = list(intents) if intents is not None else sorted(known)
         self.info = ModelInfo(
@@ -94,15 +123,43 @@ class FakeAssistant:
         message_id: str | None = None,
         metadata: dict[str, Any] | None = None,
         parse_data: dict[str, Any] | None = None,
-    ) -> list[dict[str, Any]]:
+    ) -> BotTurn:
         parse_data = parse_data if parse_data is not None else await self.parse(text)
         paused = await self.is_paused(conversation_id)
         self._log(conversation_id, text, message_id, parse_data, answered=not paused)
         if paused:  # Rasa predicts nothing in a paused conversation
-            return []
-        replies = [dict(reply) for reply in self.answers.get(parse_data["intent"]["name"], [])]
+            return BotTurn()
+        intent = parse_data["intent"]["name"]
+        replies = [dict(reply) for reply in self.answers.get(intent, [])]
         self.tracker[conversation_id] += [BotAnswered(reply.get("text", "")) for reply in replies]
-        return replies
+        action = self.actions.get(intent)
+        if action is None:
+            return BotTurn(messages=replies, slots=dict(self.slots[conversation_id]))
+        if action.fails:
+            failure = {"name": action.name, "error": "Failed to execute custom action"}
+            return BotTurn(
+                messages=replies,
+                actions=[{"name": action.name, "events": []}],
+                slots=dict(self.slots[conversation_id]),
+                failed_actions=[failure],
+            )
+        self.slots[conversation_id].update(action.slots)
+        events: list[dict[str, Any]] = [
+            {"slot": name, "value": value} for name, value in action.slots.items()
+        ]
+        if action.form:
+            self.forms[conversation_id] = action
+            events.append({"active_loop": action.form})
+        if action.pauses:
+            self.tracker[conversation_id].append(BotPaused("action"))
+            events.append({"paused": True})
+        return BotTurn(
+            messages=replies,
+            actions=[{"name": action.name, "events": events}],
+            slots=dict(self.slots[conversation_id]),
+            active_loop=action.form,
+            handed_off_by=action.name if action.pauses else None,
+        )
 
     async def log_without_answer(
         self,
@@ -122,8 +179,17 @@ class FakeAssistant:
 
     async def append_to_tracker(
         self, conversation_id: str, changes: Sequence[TrackerChange]
-    ) -> None:
+    ) -> list[dict[str, Any]]:
         self.tracker[conversation_id] += list(changes)
+        last = changes[-1] if changes else None
+        form = self.forms.get(conversation_id)
+        if not isinstance(last, BotResumed) or form is None or form.form is None:
+            return []
+        if last.outcome != "handed_back":
+            del self.forms[conversation_id]  # a close ends the form
+            return []
+        self.tracker[conversation_id].append(FormAsked(form.form, form.ask))
+        return [{"text": form.ask}]
 
     async def is_paused(self, conversation_id: str) -> bool:
         return self.paused(conversation_id)

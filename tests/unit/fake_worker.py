@@ -35,7 +35,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from handoff.assistant.interface import ModelInfo
+from handoff.assistant.interface import BotTurn, ModelInfo
 from handoff.assistant.tracker_changes import TrackerChange
 from handoff.assistant.worker_process import EXIT_LOAD_FAILED, connect, say_failed, serve_ready
 from handoff.core.triggers import FALLBACK_INTENT
@@ -109,9 +109,9 @@ class WorkerAssistant(FakeAssistant):
         message_id: str | None = None,
         metadata: dict[str, Any] | None = None,
         parse_data: dict[str, Any] | None = None,
-    ) -> list[dict[str, Any]]:
+    ) -> BotTurn:
         before = len(self.tracker[conversation_id])
-        replies = await super().respond(
+        turn = await super().respond(
             conversation_id,
             text,
             input_channel=input_channel,
@@ -120,7 +120,8 @@ class WorkerAssistant(FakeAssistant):
             parse_data=parse_data,
         )
         self._journal(conversation_id, before)
-        return [{**reply, "worker_pid": os.getpid()} for reply in replies]
+        messages = [{**reply, "worker_pid": os.getpid()} for reply in turn.messages]
+        return dataclasses.replace(turn, messages=messages)
 
     async def log_without_answer(
         self,
@@ -148,10 +149,11 @@ class WorkerAssistant(FakeAssistant):
 
     async def append_to_tracker(
         self, conversation_id: str, changes: Sequence[TrackerChange]
-    ) -> None:
+    ) -> list[dict[str, Any]]:
         before = len(self.tracker[conversation_id])
-        await super().append_to_tracker(conversation_id, changes)
+        said = await super().append_to_tracker(conversation_id, changes)
         self._journal(conversation_id, before)
+        return said
 
     def _journal(self, conversation_id: str, before: int) -> None:
         """Append the records added to the tracker since it had ``before`` of them."""

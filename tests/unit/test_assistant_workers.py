@@ -21,6 +21,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from handoff.assistant.interface import BotTurn
 from handoff.assistant.tracker_changes import AgentSaid, BotPaused, BotResumed, TrackerChange
 from handoff.assistant.worker_client import (
     AssistantWorkerError,
@@ -220,10 +221,10 @@ async def test_server_answers_every_request(connect: Callable[..., Awaitable[Con
     conn = await connect(fake)
     parsed = await conn.result("parse", text="hello")
     assert parsed["intent"] == {"name": "greet", "confidence": 0.97}
-    replies = await conn.result(
+    turn = await conn.result(
         "respond", conversation_id="c1", text="hello", input_channel="web", message_id="m1"
     )
-    assert replies == [{"text": HELLO_ANSWER}]
+    assert BotTurn.from_dict(turn) == BotTurn(messages=[{"text": HELLO_ANSWER}])
     logged = await conn.result(
         "log_without_answer",
         conversation_id="c1",
@@ -234,7 +235,7 @@ async def test_server_answers_every_request(connect: Callable[..., Awaitable[Con
     assert logged["intent"]["name"] == "check_balance"
     assert await conn.result("is_paused", conversation_id="c1") is True
     changes = encode_changes([AgentSaid("On it.", {"agent": "alice"}), BotResumed()])
-    assert await conn.result("append_to_tracker", conversation_id="c1", changes=changes) is None
+    assert await conn.result("append_to_tracker", conversation_id="c1", changes=changes) == []
     assert await conn.result("is_paused", conversation_id="c1") is False
     assert fake.changes("c1") == [
         UserLogged("hello", "m1", "greet", True, {}),
@@ -346,10 +347,10 @@ async def start_worker(state: Path) -> AsyncIterator[Callable[..., Awaitable[Wor
         await asyncio.wait_for(worker.gone.wait(), WAIT_SECONDS)
 
 
-def pid_of(answer: dict[str, Any] | list[dict[str, Any]]) -> int:
-    """The process that produced a parse result or a bot's replies."""
-    if isinstance(answer, list):
-        (pid,) = {reply["worker_pid"] for reply in answer}
+def pid_of(answer: dict[str, Any] | BotTurn) -> int:
+    """The process that produced a parse result or a bot's turn."""
+    if isinstance(answer, BotTurn):
+        (pid,) = {reply["worker_pid"] for reply in answer.messages}
         return int(pid)
     return int(answer["worker_pid"])
 
@@ -396,8 +397,8 @@ async def test_worker_answers_calls(
 ) -> None:
     worker = await start_worker(model_file("m1.tar.gz"))
     assert (await worker.parse("what is my balance"))["intent"]["name"] == "check_balance"
-    replies = await worker.respond("c1", "hello", input_channel="web", message_id="m1")
-    assert [reply["text"] for reply in replies] == [HELLO_ANSWER]
+    turn = await worker.respond("c1", "hello", input_channel="web", message_id="m1")
+    assert [reply["text"] for reply in turn.messages] == [HELLO_ANSWER]
     logged = await worker.log_without_answer("c1", "blorp", input_channel="web", then=[BotPaused()])
     assert logged["intent"]["name"] == "nlu_fallback"
     assert await worker.is_paused("c1") is True

@@ -30,7 +30,13 @@ from handoff.storage.learning_store import Label, LearningStore
 from handoff.storage.migrate import upgrade
 from handoff.storage.records import Agent, Event
 from handoff.storage.store import Store
-from tests.unit.fake_assistant import BotAnswered, FakeAssistant, UserLogged
+from tests.unit.fake_assistant import (
+    BotAnswered,
+    FakeAssistant,
+    FormAsked,
+    ScriptedAction,
+    UserLogged,
+)
 
 BALANCE = "what is my balance"
 BALANCE_ANSWER = "Your balance is 100 EUR."
@@ -46,10 +52,31 @@ NLU = {
     ASK_PERSON: [("human_handoff", 0.92), ("greet", 0.05)],
     FRAUD: [("report_fraud", 0.91), ("check_balance", 0.04)],
 }
+UNFREEZE = "unfreeze my card ending 7310"
+FREEZE = "freeze my card ending 4242"
+TRANSFER = "move 50 euros"
+TRANSFER_ASK = "Which account should I move it to?"
+NLU.update(
+    {
+        UNFREEZE: [("unfreeze_card", 0.93), ("check_balance", 0.02)],
+        FREEZE: [("report_lost_card", 0.94), ("check_balance", 0.02)],
+        TRANSFER: [("transfer_money", 0.96), ("check_balance", 0.01)],
+    }
+)
 ANSWERS = {
     "check_balance": [{"text": BALANCE_ANSWER}],
     "greet": [{"text": "Hello! How can I help?"}],
+    "unfreeze_card": [{"text": "A colleague has to unfreeze that card."}],
+    "report_lost_card": [],
+    "transfer_money": [{"text": "How much?"}],
     FALLBACK_INTENT: [{"text": FALLBACK_ANSWER}],
+}
+ACTIONS = {
+    "unfreeze_card": ScriptedAction("action_unfreeze_card", pauses=True),
+    "report_lost_card": ScriptedAction("action_freeze_card", fails=True),
+    "transfer_money": ScriptedAction(
+        "transfer_form", slots={"amount": "50 euros"}, form="transfer_form", ask=TRANSFER_ASK
+    ),
 }
 
 
@@ -129,7 +156,9 @@ async def build(tmp_path: Path, migrated: Path) -> AsyncIterator[Build]:
         store = await Store.open(f"sqlite:///{path}")
         learning = LearningStore(store.engine)
         hub, presence = Hub(), Presence()
-        fake = FakeAssistant(NLU, ANSWERS, intents=[*sorted({*ANSWERS} - {FALLBACK_INTENT})])
+        fake = FakeAssistant(
+            NLU, ANSWERS, intents=[*sorted({*ANSWERS} - {FALLBACK_INTENT})], actions=ACTIONS
+        )
         holder: AssistantHolder = AssistantHolder()
         holder.set(fake)
         service = ConversationService(
@@ -221,7 +250,7 @@ async def test_low_confidence_queues_the_user_and_pauses_the_bot(world: World) -
     logged, paused = world.fake.changes("c1")
     assert logged == UserLogged(GIBBERISH, "m1", FALLBACK_INTENT, answered=False, parse_data={})
     assert isinstance(logged, UserLogged) and logged.parse_data["intent_ranking"]
-    assert paused == BotPaused()
+    assert paused == BotPaused("low_confidence")
     assert world.fake.parsed == [GIBBERISH]
 
 
@@ -248,7 +277,7 @@ async def test_a_handoff_intent_queues_the_user_even_when_confident(
     intent = NLU[text][0][0]
     assert world.fake.changes("c1") == [
         UserLogged(text, "m1", intent, answered=False, parse_data={}),
-        BotPaused(),
+        BotPaused(reason.value),
     ]
 
 
@@ -269,7 +298,7 @@ async def test_repeated_fallback_hands_off_on_the_second_miss_in_a_row(build: Bu
     assert stored.conversation.handoff_reason == HandoffReason.REPEATED_FALLBACK.value
     assert world.fake.changes("c1")[-2:] == [
         UserLogged(GIBBERISH, "m4", FALLBACK_INTENT, answered=False, parse_data={}),
-        BotPaused(),
+        BotPaused("repeated_fallback"),
     ]
 
 
@@ -328,7 +357,7 @@ async def test_request_handoff_outside_a_message_pauses_the_bot(world: World) ->
     queued = handoffs(await world.user_events("c1"))[0]
     assert queued["status"] == "queued"
     assert queued["reason"] == HandoffReason.UNHELPFUL_ANSWER.value
-    assert world.fake.changes("c1")[-1] == BotPaused()
+    assert world.fake.changes("c1")[-1] == BotPaused("unhelpful_answer")
     with pytest.raises(ActionError) as refused:
         await world.service.request_handoff("c1", HandoffReason.UNHELPFUL_ANSWER)
     assert refused.value.code == "illegal_transition"
@@ -543,7 +572,7 @@ async def test_hand_back_resumes_the_bot_for_the_next_message(world: World) -> N
     metadata = {"agent_id": world.alice.id, "agent_name": "Alice"}
     assert world.fake.changes("c1")[-2:] == [
         AgentSaid("Fixed it.", {"handoff": metadata}),
-        BotResumed(),
+        BotResumed("handed_back"),
     ]
 
     await world.service.user_message("c1", "m1", BALANCE, "web")
@@ -562,7 +591,7 @@ async def test_close_ends_the_handoff_and_the_next_message_starts_over(world: Wo
     closed = handoffs(await world.user_events("c1"))[-1]
     assert (closed["status"], closed["agent"]) == ("closed", "Alice")
     assert await world.store.assigned_conversations(world.alice.id) == []
-    assert world.fake.changes("c1")[-1] == BotResumed()
+    assert world.fake.changes("c1")[-1] == BotResumed("closed")
     with pytest.raises(ActionError) as refused:
         await world.service.reply(world.alice, "c1", "r1", "One more thing.")
     assert refused.value.code == "not_assigned"
@@ -613,3 +642,97 @@ async def test_requeue_all_puts_every_conversation_of_an_agent_back_once(world: 
         "c1",
         "c2",
     ]
+
+
+# Custom actions ----------------------------------------------------------------------------
+
+
+async def test_an_action_that_pauses_hands_off_like_a_trigger(world: World) -> None:
+    await world.service.user_message("c1", "m1", UNFREEZE, "web")
+
+    events = await world.user_events("c1")
+    assert types(events) == ["ack", "bot", "handoff", "handoff"]  # the action's words first
+    assert events[1].payload["text"] == "A colleague has to unfreeze that card."
+    assert [(h["status"], h.get("reason")) for h in handoffs(events)] == [
+        ("queued", "action"),
+        ("no_agents", None),
+    ]
+    stored = await world.store.conversation("c1")
+    assert stored.conversation.state is State.QUEUED
+    assert stored.conversation.handoff_reason == HandoffReason.ACTION.value
+    (queued,) = await world.service.queue_snapshot()
+    assert queued["reason"] == "action"
+    # The action paused Rasa's tracker itself: no second pause.
+    assert [type(r).__name__ for r in world.fake.changes("c1")] == [
+        "UserLogged",
+        "BotAnswered",
+        "BotPaused",
+    ]
+    user = (await world.store.messages("c1"))[0]
+    assert user.turn is not None
+    assert user.turn["actions"] == [{"name": "action_unfreeze_card", "events": [{"paused": True}]}]
+
+
+async def test_a_failed_action_apologises_and_hands_off(world: World) -> None:
+    world.presence.connected(world.alice.id, world.alice.display_name)
+    await world.service.user_message("c1", "m1", FREEZE, "web")
+
+    (queued,) = handoffs(await world.user_events("c1"))
+    assert (queued["status"], queued["reason"]) == ("queued", "action_failed")
+    assert queued["text"].startswith("Sorry, something went wrong on our side")
+    assert await world.state("c1") is State.QUEUED
+    assert world.fake.changes("c1")[-1] == BotPaused("action_failed")  # Rasa hears of it
+    await world.service.claim(world.alice, "c1")
+    transcript = await world.service.transcript(world.alice, "c1")
+    assert transcript["handoff_reason"] == "action_failed"
+    (turn,) = [m["turn"] for m in transcript["messages"] if m["turn"]]
+    assert turn["failed_actions"] == [
+        {"name": "action_freeze_card", "error": "Failed to execute custom action"}
+    ]
+
+
+async def test_slots_and_action_results_reach_the_transcript(world: World) -> None:
+    await world.service.user_message("c1", "m1", TRANSFER, "web")
+    await world.service.request_handoff("c1", HandoffReason.UNHELPFUL_ANSWER)
+    await world.service.claim(world.alice, "c1")
+
+    transcript = await world.service.transcript(world.alice, "c1")
+    assert transcript["slots"] == {"amount": "50 euros"}
+    assert transcript["active_loop"] == "transfer_form"
+    (user, _) = transcript["messages"]
+    assert user["turn"]["actions"] == [
+        {
+            "name": "transfer_form",
+            "events": [{"slot": "amount", "value": "50 euros"}, {"active_loop": "transfer_form"}],
+        }
+    ]
+
+
+async def test_a_hand_back_into_a_form_asks_its_question_after_the_notice(world: World) -> None:
+    await world.service.user_message("c1", "m1", TRANSFER, "web")
+    await world.service.request_handoff("c1", HandoffReason.UNHELPFUL_ANSWER)
+    await world.service.claim(world.alice, "c1")
+    await world.service.hand_back(world.alice, "c1")
+
+    events = await world.user_events("c1")
+    assert [(e.type, e.payload.get("status") or e.payload.get("text")) for e in events[-2:]] == [
+        ("handoff", "handed_back"),
+        ("bot", TRANSFER_ASK),
+    ]
+    assert world.fake.changes("c1")[-2:] == [
+        BotResumed("handed_back"),
+        FormAsked("transfer_form", TRANSFER_ASK),
+    ]
+    assert (await world.store.messages("c1"))[-1].text == TRANSFER_ASK  # kept as a bot message
+
+
+async def test_a_close_ends_the_form_and_says_nothing_more(world: World) -> None:
+    await world.service.user_message("c1", "m1", TRANSFER, "web")
+    await world.service.request_handoff("c1", HandoffReason.UNHELPFUL_ANSWER)
+    await world.service.claim(world.alice, "c1")
+    await world.service.close(world.alice, "c1")
+
+    events = await world.user_events("c1")
+    assert events[-1].type == "handoff" and events[-1].payload["status"] == "closed"
+    assert world.fake.changes("c1")[-1] == BotResumed("closed")
+    assert "c1" not in world.fake.forms

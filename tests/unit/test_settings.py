@@ -132,3 +132,42 @@ def test_learning_and_scale_out_settings() -> None:
     assert settings.redis_url == "redis://cache:6379/2"
     assert settings.redact_patterns == ("ACC-\\d{8}", "REF[0-9]+")
     assert settings.promotion_margin == 0.02
+
+
+def test_a_project_dir_moves_the_rasa_project_and_its_state_but_explicit_settings_win(
+    tmp_path: Path,
+) -> None:
+    project = tmp_path / "library"
+    project.mkdir()
+    (project / "config.yml").write_text("recipe: default.v1\n")
+    settings = load_settings(environ={"HANDOFF_PROJECT_DIR": str(project)})
+    assert settings.bot_dir == project
+    assert settings.data_dir == project / "data"
+    assert settings.test_data == project / "tests" / "heldout_nlu.yml"
+    assert settings.model_path == project / "models"
+    assert settings.database_url == f"sqlite:///{project / '.handoff' / 'handoff.db'}"
+    assert settings.endpoints_path() is None
+    (project / "endpoints.yml").write_text("action_endpoint:\n  url: http://x:1/webhook\n")
+    assert settings.endpoints_path() == project / "endpoints.yml"
+
+    explicit = load_settings(
+        environ={
+            "HANDOFF_PROJECT_DIR": str(project),
+            "HANDOFF_DATA_DIR": "/srv/data",
+            "HANDOFF_ENDPOINTS_FILE": "/srv/endpoints.yml",
+        }
+    )
+    assert explicit.data_dir == Path("/srv/data")
+    assert explicit.bot_dir == project
+    assert explicit.endpoints_path() == Path("/srv/endpoints.yml")
+
+
+def test_a_project_dir_must_be_a_rasa_project_and_the_action_server_auto_or_off(
+    tmp_path: Path,
+) -> None:
+    with pytest.raises(SettingsError, match=r"no config\.yml"):
+        load_settings(environ={"HANDOFF_PROJECT_DIR": str(tmp_path)})
+    with pytest.raises(SettingsError, match="action_server must be auto"):
+        load_settings(environ={"HANDOFF_ACTION_SERVER": "sometimes"})
+    assert load_settings(environ={"HANDOFF_ACTION_SERVER": "OFF"}).action_server == "off"
+    assert Settings().endpoints_path() == PROJECT_ROOT / "bot" / "endpoints.yml"

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import sqlite3
 from pathlib import Path
 
@@ -118,3 +119,24 @@ def test_cached_event_types_resolve_as_rasa_does() -> None:
     assert "no_such_event" not in tracker_store._EVENT_TYPES
     with pytest.raises(ValueError, match="Unknown event name"):
         Event.resolve_by_type("no_such_event")
+
+
+async def test_saved_events_reach_rasas_event_broker_once_each_in_order(tmp_path: Path) -> None:
+    from rasa.core.brokers.sql import SQLEventBroker
+
+    broker = SQLEventBroker(db=str(tmp_path / "events.db"))
+    store = ThreadedSQLTrackerStore(
+        f"sqlite:///{tmp_path / 'trackers.db'}", DOMAIN, event_broker=broker
+    )
+    try:
+        await write_a_conversation(store)  # three saves, the last one adds nothing
+    finally:
+        store.engine.dispose()
+    with sqlite3.connect(tmp_path / "events.db") as db:
+        published = [
+            (sender, json.loads(data))
+            for sender, data in db.execute("SELECT sender_id, data FROM events ORDER BY id")
+        ]
+    stored = [json.loads(str(row[6])) for row in rows(tmp_path / "trackers.db")]
+    assert [body for _, body in published] == [{"sender_id": "c1", **data} for data in stored]
+    assert {sender for sender, _ in published} == {"c1"}
