@@ -289,6 +289,8 @@ function loadTranscript(transcript) {
   const conversation = state.conversations.get(transcript.conversation_id) || { typing: false };
   conversation.id = transcript.conversation_id;
   conversation.reason = transcript.handoff_reason;
+  conversation.slots = transcript.slots || {};
+  conversation.activeLoop = transcript.active_loop || null;
   conversation.messages = transcript.messages;
   state.conversations.set(conversation.id, conversation);
   if (!state.active) state.active = conversation.id;
@@ -372,6 +374,42 @@ function labelControls(message) {
   return row;
 }
 
+function describeValue(value) {
+  return typeof value === "string" ? value : JSON.stringify(value);
+}
+
+function describeEvent(event) {
+  if ("slot" in event) return `${event.slot} = ${event.value === null ? "(cleared)" : describeValue(event.value)}`;
+  if ("active_loop" in event) return event.active_loop ? `form ${event.active_loop} active` : "form done";
+  if (event.paused) return "handed the conversation to a person";
+  if (event.rejected) return "rejected";
+  if (event.followup) return `then ${event.followup}`;
+  return "";
+}
+
+// What the bot's actions did in answer to a user message (custom actions, forms), and the
+// ones that failed: shown to the agent under the message, never to the user.
+function turnDetails(turn) {
+  const box = el("div", "turn");
+  for (const action of turn.actions || []) {
+    const events = (action.events || []).map(describeEvent).filter(Boolean);
+    box.appendChild(el("div", "action", events.length ? `${action.name}: ${events.join(", ")}` : action.name));
+  }
+  for (const failure of turn.failed_actions || []) {
+    box.appendChild(el("div", "failed", `${failure.name} failed: ${failure.error}`));
+  }
+  return box;
+}
+
+function renderSlots(conversation) {
+  const line = $("chat-slots");
+  const entries = Object.entries(conversation.slots || {}).filter(([name]) => name !== "requested_slot");
+  const parts = entries.map(([name, value]) => `${name} = ${describeValue(value)}`);
+  if (conversation.activeLoop) parts.push(`form ${conversation.activeLoop} active`);
+  line.hidden = parts.length === 0;
+  line.textContent = parts.length ? `Slots: ${parts.join(" · ")}` : "";
+}
+
 function renderChat() {
   const conversation = state.conversations.get(state.active);
   $("empty").hidden = Boolean(conversation);
@@ -379,6 +417,7 @@ function renderChat() {
   if (!conversation) return;
   $("chat-id").textContent = conversation.id;
   $("chat-reason").textContent = conversation.reason || "";
+  renderSlots(conversation);
   const list = $("transcript");
   list.replaceChildren();
   for (const message of conversation.messages) {
@@ -388,6 +427,7 @@ function renderChat() {
     item.appendChild(el("div", "text", message.text));
     if (message.sender === "user") {
       item.appendChild(intentChips(message.intents, 5, true));
+      if (message.turn) item.appendChild(turnDetails(message.turn));
       item.appendChild(labelControls(message));
     }
     list.appendChild(item);

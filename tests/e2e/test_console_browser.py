@@ -149,3 +149,38 @@ async def test_thumbs_down_in_the_chat_is_verified_and_reviewed_in_the_console(
         ("approved", "support_hours", "verification"),
         ("rejected", "support_hours", "verification"),
     ]
+
+
+async def test_the_agent_sees_what_the_bots_actions_did_and_the_form_resumes_on_hand_back(
+    server: RunningServer, page: Any
+) -> None:
+    add_agent(server, "erin", "Erin")
+    user = await connect_user(server)
+    (asked,) = await user.bot_texts("I want to transfer 50 euros")
+    frames = await user.say("can I talk to a person please")
+    assert frames[0]["status"] == "queued"
+
+    await page.goto(f"{server.base_url}/console")
+    await page.fill("#username", "erin")
+    await page.fill("#password", PASSWORD)
+    await page.click("#signin-form button[type=submit]")
+    item = page.locator(f"#queue li[data-conversation-id='{user.conversation_id}']")
+    await item.locator("button.claim").click()
+    await user.expect("handoff", status="agent_joined")
+
+    slots = page.locator("#chat-slots")
+    await slots.wait_for()
+    assert "amount = 50 euros" in (await slots.text_content() or "")
+    assert "form transfer_form active" in (await slots.text_content() or "")
+    action = page.locator("#transcript .msg.user").first.locator(".turn .action").first
+    assert "transfer_form: form transfer_form active, amount = 50 euros" in (
+        await action.text_content() or ""
+    )
+    SCREENSHOTS.mkdir(parents=True, exist_ok=True)
+    await page.screenshot(path=str(SCREENSHOTS / "console-actions.png"))
+
+    await page.click("#hand-back")
+    await user.expect("handoff", status="handed_back")
+    resumed = await user.expect("bot")
+    assert resumed["text"] == asked  # the form asks its question again
+    await user.close()
