@@ -14,9 +14,12 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
+import yaml
+
 from benchmarks.server_process import free_port, serving_process
 
 BIN = Path(sys.executable).parent
+BOT_ENDPOINTS = Path(__file__).resolve().parent.parent / "bot" / "endpoints.yml"
 TRACKER_STORES = ("sqlite", "memory")
 
 
@@ -32,10 +35,17 @@ def newest_model(path: Path) -> Path:
 
 
 def endpoints_yaml(tracker_store: str, workdir: Path) -> str:
-    """The endpoints file: a SQLite tracker store in ``workdir``, or Rasa's in-memory one."""
+    """The endpoints file: a SQLite tracker store in ``workdir``, or Rasa's in-memory one, and
+    the bundled bot's action server (the one ``handoff serve`` runs), so both servers run the
+    same custom actions."""
+    actions = yaml.safe_load(BOT_ENDPOINTS.read_text(encoding="utf-8"))["action_endpoint"]
+    action = f"action_endpoint:\n  url: {actions['url']}\n"
     if tracker_store == "memory":
-        return "# Rasa's default in-memory tracker store\n"
-    return f"tracker_store:\n  type: SQL\n  dialect: sqlite\n  db: {workdir / 'rasa-trackers.db'}\n"
+        return f"# Rasa's default in-memory tracker store\n{action}"
+    return (
+        f"tracker_store:\n  type: SQL\n  dialect: sqlite\n  db: {workdir / 'rasa-trackers.db'}\n"
+        + action
+    )
 
 
 @contextmanager

@@ -25,6 +25,9 @@ level that fails, right after it.
 
 It prints a table per step and writes JSON (--json). The load generator's own CPU use is
 reported ("gen"): near 100 % of a core, the generator, not the server, would set the limit.
+So is the server process's CPU time per relayed message ("srv µs": its user and system time
+during the step, the drain included, over twice the user messages sent): what the server
+spends on a message whatever the machine's load, the steadier figure to compare versions by.
 """
 
 from __future__ import annotations
@@ -358,6 +361,7 @@ def print_row(result: dict[str, Any]) -> None:
         f"{result['intents_lag'].get('median_ms', float('nan')):>8.0f} "
         f"{result['backlog_s']:>6.0f} {lost:>5} {duplicated:>4} "
         f"{result['generator_cpu'] * 100:>5.0f}% "
+        f"{result.get('server_cpu_us_per_message', float('nan')):>7.0f} "
         f"{'yes' if result['sustained'] else 'NO':>4}",
         flush=True,
     )
@@ -366,8 +370,14 @@ def print_row(result: dict[str, Any]) -> None:
 HEADER = (
     f"{'convs':>6} {'msg/s':>7} {'sent':>6} {'u>a med':>8} {'p99':>8} {'max':>8} "
     f"{'a>u med':>8} {'p99':>8} {'max':>8} {'NLU lag':>8} {'drain':>6} {'lost':>5} {'dup':>4} "
-    f"{'gen':>6} {'ok':>4}"
+    f"{'gen':>6} {'srv µs':>7} {'ok':>4}"
 )
+
+
+def process_cpu_seconds(pid: int) -> float:
+    """User + system CPU time process ``pid`` has used so far (Linux /proc), in seconds."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def create_agents(database_url: str, base: str, count: int) -> list[str]:
@@ -429,8 +439,13 @@ async def measure(
     print(HEADER, flush=True)
 
     async def step(active: int) -> dict[str, Any]:
+        cpu_before = process_cpu_seconds(pid)
         phase = await load.run_phase(active, args.rate, args.duration, args.stall, args.overload_s)
         result = phase_result(phase, args.rate, args.p99_limit_ms)
+        relayed = 2 * result["messages"]  # each user message and the agent's answer to it
+        result["server_cpu_us_per_message"] = round(
+            (process_cpu_seconds(pid) - cpu_before) * 1e6 / max(1, relayed), 1
+        )
         print_row(result)
         return result
 
