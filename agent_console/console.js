@@ -30,6 +30,8 @@ const state = {
   typingTimer: null,
   typingSent: false,
   signingOut: false,
+  approvals: new Map(), // approval id -> held bot answer waiting for this agent
+  drafts: new Map(), // conversation id -> the bot's answer to its last user message
 };
 
 function el(tag, className, text) {
@@ -138,6 +140,8 @@ function handle(frame) {
       if (state.lastEventId === null) state.lastEventId = frame.last_event_id;
       $("connection").textContent = "connected";
       $("model").textContent = `model ${frame.model}`;
+      state.approvals = new Map((frame.approvals || []).map((a) => [a.approval_id, a]));
+      renderApprovals();
       for (const id of frame.assigned) openConversation(id);
       for (const id of [...state.conversations.keys()]) {
         if (!frame.assigned.includes(id)) dropConversation(id);
@@ -188,6 +192,17 @@ function handle(frame) {
       state.presence = frame.agents;
       renderPresence();
       break;
+    case "approval":
+      state.approvals.set(frame.approval_id, frame);
+      renderApprovals();
+      break;
+    case "approval_settled":
+      if (state.approvals.delete(frame.approval_id)) {
+        if (frame.outcome === "timed_out") toast("An answer waited too long and was sent as the bot wrote it.");
+        if (frame.outcome === "superseded") toast("The user wrote again: the bot's answer was sent as it was.");
+        renderApprovals();
+      }
+      break;
     case "ack": {
       const callback = state.pending.get(frame.id);
       state.pending.delete(frame.id);
@@ -201,6 +216,148 @@ function handle(frame) {
     }
   }
 }
+
+// ---- answers to approve --------------------------------------------------------------------
+
+// Intents an agent can answer as, for a held answer: its ranking first (what the number keys
+// pick), then every other intent of the model.
+function approvalChoices(approval) {
+  const ranked = (approval.message.intents || []).map((i) => i.name).filter((n) => n !== "nlu_fallback");
+  return ranked.slice(0, 9);
+}
+
+function decideHeld(approval, type, extra) {
+  send({ type, id: newId(), approval_id: approval.approval_id, ...extra });
+}
+
+function approvalCard(approval, first) {
+  const card = el("li", first ? "approval first" : "approval");
+  card.dataset.approvalId = String(approval.approval_id);
+  card.appendChild(el("div", "user-text", approval.message.text));
+  card.appendChild(intentChips(approval.message.intents, 5, true));
+  card.appendChild(el("div", "draft", approval.draft.map((m) => m.text || "").join(" ")));
+
+  const row = el("div", "row");
+  const approve = el("button", "approve", "Approve (A)");
+  approve.type = "button";
+  approve.addEventListener("click", () => decideHeld(approval, "approve"));
+  const select = el("select");
+  select.setAttribute("aria-label", "Answer as intent");
+  const choices = approvalChoices(approval);
+  choices.forEach((name, index) => {
+    const option = el("option", null, `${index + 1}. ${name}`);
+    option.value = name;
+    select.appendChild(option);
+  });
+  for (const name of state.intents.filter((n) => !choices.includes(n))) {
+    const option = el("option", null, name);
+    option.value = name;
+    select.appendChild(option);
+  }
+  const correct = el("button", "correct", "Answer as this intent");
+  correct.type = "button";
+  correct.addEventListener("click", () => decideHeld(approval, "correct", { intent: select.value }));
+  row.append(approve, select, correct, el("span", "countdown"));
+  card.appendChild(row);
+
+  const own = el("div", "row");
+  const text = el("textarea");
+  text.rows = 2;
+  text.maxLength = 2000;
+  text.placeholder = "Or write the answer yourself (R), Ctrl+Enter to send";
+  const replace = el("button", "replace", "Send mine");
+  replace.type = "button";
+  let picked = false; // the intent list labels a written answer only when the agent chose one
+  select.addEventListener("change", () => { picked = true; });
+  const sendOwn = () => {
+    const reply = text.value.trim();
+    if (reply) decideHeld(approval, "replace", { text: reply, intent: picked ? select.value : null });
+  };
+  replace.addEventListener("click", sendOwn);
+  text.addEventListener("keydown", (event) => {
+    if (event.key === "Enter" && (event.ctrlKey || event.metaKey)) { event.preventDefault(); sendOwn(); }
+    if (event.key === "Escape") text.blur();
+  });
+  own.append(text, replace);
+  card.appendChild(own);
+  return card;
+}
+
+function renderApprovals() {
+  const approvals = [...state.approvals.values()].sort((a, b) => a.deadline - b.deadline);
+  $("approvals").hidden = approvals.length === 0;
+  $("approvals-count").textContent = String(approvals.length);
+  const list = $("approval-list");
+  list.replaceChildren(...approvals.map((approval, index) => approvalCard(approval, index === 0)));
+  renderCountdowns();
+}
+
+function renderCountdowns() {
+  for (const card of document.querySelectorAll("#approval-list .approval")) {
+    const approval = state.approvals.get(Number(card.dataset.approvalId));
+    if (!approval) continue;
+    const left = Math.max(0, Math.round(approval.deadline - Date.now() / 1000));
+    card.querySelector(".countdown").textContent = `sent as it is in ${left} s`;
+  }
+}
+setInterval(renderCountdowns, 1000);
+
+// The keys act on the first held answer, unless the agent is typing somewhere.
+document.addEventListener("keydown", (event) => {
+  if (event.ctrlKey || event.metaKey || event.altKey) return;
+  const target = event.target;
+  if (target instanceof HTMLElement && target.closest("input, textarea, select")) return;
+  const first = [...state.approvals.values()].sort((a, b) => a.deadline - b.deadline)[0];
+  if (!first) { conversationKey(event); return; }
+  if (event.key === "a" || event.key === "A") {
+    event.preventDefault();
+    decideHeld(first, "approve");
+  } else if (/^[1-9]$/.test(event.key)) {
+    const intent = approvalChoices(first)[Number(event.key) - 1];
+    if (intent) { event.preventDefault(); decideHeld(first, "correct", { intent }); }
+  } else if (event.key === "r" || event.key === "R") {
+    event.preventDefault();
+    document.querySelector("#approval-list .approval.first textarea").focus();
+  }
+});
+
+// Keys on the open conversation (when no held answer waits): confirm an intent of its last
+// user message, use or send the bot's draft, go to the next conversation.
+function conversationKey(event) {
+  const conversation = state.conversations.get(state.active);
+  const key = event.key.toLowerCase();
+  if (key === "n" && state.conversations.size) {
+    event.preventDefault();
+    const ids = [...state.conversations.keys()];
+    state.active = ids[(ids.indexOf(state.active) + 1) % ids.length];
+    renderMine();
+    renderChat();
+    return;
+  }
+  if (!conversation) return;
+  const message = lastUserMessage(conversation);
+  if (key === "d" || key === "s") { event.preventDefault(); useDraft(key === "s"); return; }
+  if (!message) return;
+  const guesses = (message.intents || []).map((i) => i.name).filter((n) => n !== "nlu_fallback");
+  let intent = null;
+  if (key === "c") {
+    const selects = document.querySelectorAll("#transcript .msg.user select");
+    intent = selects.length ? selects[selects.length - 1].value : guesses[0];
+  } else if (/^[1-9]$/.test(key)) {
+    intent = guesses[Number(key) - 1];
+  }
+  if (intent && intent !== "__new__") {
+    event.preventDefault();
+    send({ type: "label", id: newId(), message_id: message.message_id, intent });
+  }
+}
+
+$("reply").addEventListener("keydown", (event) => {
+  if (event.key === "Enter" && (event.ctrlKey || event.metaKey)) {
+    event.preventDefault();
+    $("reply-form").requestSubmit();
+  }
+});
 
 // ---- queue -------------------------------------------------------------------------------
 
@@ -296,6 +453,7 @@ function loadTranscript(transcript) {
   if (!state.active) state.active = conversation.id;
   renderMine();
   renderChat();
+  requestDraft(conversation);
 }
 
 function dropConversation(id) {
@@ -321,6 +479,7 @@ function setIntents(conversationId, messageId, ranking) {
   if (!message) return;
   message.intents = ranking;
   if (state.active === conversationId) renderChat();
+  if (lastUserMessage(conversation) === message) requestDraft(conversation);
 }
 
 function setLabel(conversationId, messageId, intent) {
@@ -329,7 +488,54 @@ function setLabel(conversationId, messageId, intent) {
   if (!message) return;
   message.label = intent;
   if (state.active === conversationId) renderChat();
+  if (lastUserMessage(conversation) === message) requestDraft(conversation, intent);
 }
+
+function lastUserMessage(conversation) {
+  return [...conversation.messages].reverse().find((m) => m.sender === "user");
+}
+
+// The bot's answer to the last user message (for its top guess, or the intent the agent
+// confirmed), as a draft the agent can edit or send: nothing is sent or run by asking.
+function requestDraft(conversation, intent) {
+  const message = lastUserMessage(conversation);
+  if (!message || (!intent && message.intents == null)) return; // its guesses are still to come
+  const frame = { type: "suggest", id: newId(), message_id: message.message_id };
+  if (intent) frame.intent = intent;
+  send(frame, (ack) => {
+    if (lastUserMessage(conversation) !== message) return; // a newer message came meanwhile
+    state.drafts.set(conversation.id, ack);
+    if (state.active === conversation.id) renderDraft(conversation);
+  });
+}
+
+function draftText(draft) {
+  return (draft.draft || []).map((m) => m.text || "").filter(Boolean).join("\n");
+}
+
+function renderDraft(conversation) {
+  const draft = state.drafts.get(conversation.id);
+  const text = draft ? draftText(draft) : "";
+  const needs = draft && draft.stopped_at ? `it would then run ${draft.stopped_at}, which only the bot can do: hand back for that` : "";
+  $("draft").hidden = !draft || (!text && !needs);
+  if (!draft) return;
+  $("draft-intent").textContent = draft.intent || "";
+  $("draft-text").textContent = [text, needs].filter(Boolean).join(" — ");
+  $("draft-send").disabled = !text;
+  $("draft-use").disabled = !text;
+}
+
+function useDraft(sendIt) {
+  const draft = state.active && state.drafts.get(state.active);
+  const text = draft ? draftText(draft) : "";
+  if (!text) return;
+  $("reply").value = text;
+  if (sendIt) $("reply-form").requestSubmit();
+  else $("reply").focus();
+}
+
+$("draft-use").addEventListener("click", () => useDraft(false));
+$("draft-send").addEventListener("click", () => useDraft(true));
 
 function renderMine() {
   const list = $("mine");
@@ -434,6 +640,7 @@ function renderChat() {
   }
   list.scrollTop = list.scrollHeight;
   renderCanned(conversation);
+  renderDraft(conversation);
   renderTyping();
 }
 

@@ -25,6 +25,8 @@ PROJECT_ROOT = Path(__file__).resolve().parent.parent
 
 ENV_PREFIX = "HANDOFF_"
 CONFIG_FILE_VARIABLE = "HANDOFF_CONFIG"
+MAX_APPROVAL_TIMEOUT_S = 120.0
+"""Longer than this, a user waiting for a held answer would think the chat is broken."""
 MAX_ASSISTANT_WORKERS = 16
 """More workers than this would not fit one machine's memory (each holds a model)."""
 
@@ -112,6 +114,16 @@ class Settings:
     verification_band: float = 0.15
     """Bot answers with confidence below the handoff threshold plus this are queued for
     verification by people."""
+    approval_band: float = 0.0
+    """Bot answers with confidence from the handoff threshold up to the threshold plus this
+    wait for an online agent to approve, correct or replace them before the user sees them
+    (0: off; see :mod:`handoff.core.approvals`)."""
+    approval_timeout: float = 20.0
+    """Seconds a held answer waits for an agent; then it is sent as it is (and queued for
+    verification)."""
+    approval_slots: int = 3
+    """Held answers one agent is asked to decide at once; with every online agent full, answers
+    are sent at once."""
     low_value_confidence: float = 0.9
     """Candidates the live model already predicts right with at least this confidence are
     marked low value in review."""
@@ -225,6 +237,9 @@ _PARSERS: dict[str, Callable[[Any], Any]] = {
     "test_data": lambda raw: Path(str(raw)),
     "promotion_margin": float,
     "verification_band": float,
+    "approval_band": float,
+    "approval_timeout": float,
+    "approval_slots": int,
     "low_value_confidence": float,
     "redact_patterns": _parse_patterns,
     "model_poll_seconds": float,
@@ -340,6 +355,15 @@ def _validate(settings: Settings) -> None:
         raise SettingsError("promotion_margin must be between 0 and 1")
     if not 0 <= settings.verification_band <= 1:
         raise SettingsError("verification_band must be between 0 and 1")
+    if not 0 <= settings.approval_band <= 1:
+        raise SettingsError("approval_band must be between 0 (off) and 1")
+    if not 0 < settings.approval_timeout <= MAX_APPROVAL_TIMEOUT_S:
+        raise SettingsError(
+            f"approval_timeout must be above 0 and at most {MAX_APPROVAL_TIMEOUT_S:.0f} "
+            "seconds (a user waits that long for an answer)"
+        )
+    if settings.approval_slots < 1:
+        raise SettingsError("approval_slots must be at least 1")
     if not 0 < settings.low_value_confidence <= 1:
         raise SettingsError("low_value_confidence must be between 0 (excluded) and 1")
     if not 0 <= settings.assistant_workers <= MAX_ASSISTANT_WORKERS:

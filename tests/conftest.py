@@ -19,6 +19,7 @@ import urllib.parse
 import urllib.request
 import uuid
 from collections.abc import AsyncIterator, Callable, Iterator
+from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -471,6 +472,13 @@ HAVE_CHROMIUM = CHROMIUM.exists()
 async def page(server: RunningServer) -> AsyncIterator[Any]:
     """A page in headless Chromium; the test fails if the page breaks its own
     Content-Security-Policy (the browser reports each violation on the console)."""
+    async with browser_page() as opened:
+        yield opened
+
+
+@asynccontextmanager
+async def browser_page() -> AsyncIterator[Any]:
+    """A page in headless Chromium (see the ``page`` fixture), for any server."""
     if not HAVE_CHROMIUM:
         pytest.skip("Debian's chromium is not installed (make install installs it as root)")
     from playwright.async_api import async_playwright

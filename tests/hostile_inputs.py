@@ -131,6 +131,7 @@ VALID_FIELDS: dict[str, st.SearchStrategy[Any]] = {
     "in_reply_to": client_ids,
     "response_name": st.from_regex(r"utter_[a-z_]{1,20}", fullmatch=True),
     "message_id": st.integers(1, 2**31 - 1),
+    "approval_id": st.integers(1, 2**31 - 1),
     "intent": st.from_regex(r"[a-z][a-z0-9_]{1,20}", fullmatch=True),
     "to": st.one_of(st.none(), st.from_regex(r"[a-z0-9][a-z0-9_.-]{1,20}", fullmatch=True)),
     "status": st.sampled_from(["online", "away"]),

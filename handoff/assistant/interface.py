@@ -25,6 +25,10 @@ parse_data)``
     Log the user message in the tracker without predicting an answer (as in a paused
     conversation), then append the ``then`` changes after it (e.g. :class:`BotPaused` when
     this message hands off). Returns the message's parse data.
+``preview(conversation_id, text, *, parse_data, undo_last_turn)``
+    What the bot would answer to ``text`` now, saving nothing and running no custom action
+    (a :class:`BotTurn` whose ``actions`` name the action a preview stopped at, if any): the
+    bot's answer as a draft for a person (an agent in a handoff, a corrected held answer).
 ``append_to_tracker(conversation_id, changes)``
     Record pause, resume or an agent's reply (:data:`TrackerChange`) in the tracker, in order.
     Returns the bot's messages this caused, usually none: a hand-back (``BotResumed`` with
@@ -160,6 +164,17 @@ class AssistantApi(Protocol):
         parse_data: dict[str, Any] | None = None,
     ) -> dict[str, Any]:
         """Log a user message with no answer, then ``then``; its parse data."""
+        ...
+
+    async def preview(
+        self,
+        conversation_id: str,
+        text: str,
+        *,
+        parse_data: dict[str, Any],
+        undo_last_turn: bool = False,
+    ) -> BotTurn:
+        """What the bot would answer now, saving nothing and running no custom action."""
         ...
 
     async def append_to_tracker(

@@ -16,7 +16,11 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from rasa.core.actions.action import action_for_name_or_text
+from rasa.core.actions.action import (
+    ActionBotResponse,
+    ActionDeactivateLoop,
+    action_for_name_or_text,
+)
 from rasa.core.agent import Agent
 from rasa.core.brokers.broker import EventBroker
 from rasa.core.channels.channel import CollectingOutputChannel, UserMessage
@@ -28,7 +32,11 @@ from rasa.nlu.classifiers.fallback_classifier import (
     FallbackClassifier,
 )
 from rasa.shared.constants import REQUIRED_SLOTS_KEY
-from rasa.shared.core.constants import ACTION_DEACTIVATE_LOOP_NAME, REQUESTED_SLOT
+from rasa.shared.core.constants import (
+    ACTION_DEACTIVATE_LOOP_NAME,
+    ACTION_LISTEN_NAME,
+    REQUESTED_SLOT,
+)
 from rasa.shared.core.events import (
     ActionExecuted,
     ActiveLoop,
@@ -38,6 +46,7 @@ from rasa.shared.core.events import (
     Event,
     LoopInterrupted,
     SlotSet,
+    UserUtteranceReverted,
 )
 from rasa.shared.core.trackers import DialogueStateTracker
 
@@ -60,7 +69,13 @@ from handoff.assistant.model_files import (  # re-exported: they lived here befo
 )
 from handoff.assistant.model_files import read_operating_threshold, resolve_model_path
 from handoff.assistant.rasa_thread import RasaWorker, shared_worker
-from handoff.assistant.tracker_changes import AgentSaid, BotPaused, BotResumed, TrackerChange
+from handoff.assistant.tracker_changes import (
+    AgentSaid,
+    BotPaused,
+    BotResumed,
+    TrackerChange,
+    TurnReverted,
+)
 from handoff.assistant.tracker_store import (
     ThreadedSQLTrackerStore,
     cache_event_types,
@@ -76,11 +91,16 @@ __all__ = [
     "disable_fallback",
     "redis_lock_store",
     "resolve_model_path",
-    "to_rasa_event",
+    "to_rasa_events",
 ]
 
 logger = logging.getLogger(__name__)
 
+PREVIEW_MAX_ACTIONS = 10
+"""Actions a preview runs at most (Rasa's own circuit breaker stops loops too)."""
+PREVIEW_SAFE_ACTIONS = (ActionBotResponse, ActionDeactivateLoop)
+"""What a preview may run: responses (the default fallback is one) and ending a form; never
+a custom action, a form or anything else that could change the world."""
 HANDOFF_POLICY = "handoff"
 """The "policy" named in Rasa's tracker for actions the handoff runs itself (a form asked
 again after a hand-back, ended after a close)."""
@@ -233,7 +253,7 @@ class Assistant:
             metadata=metadata,
             parse_data=parse_data,
         )
-        events = [to_rasa_event(change) for change in then]
+        events = [event for change in then for event in to_rasa_events(change)]
         return await self.worker.run(self._log_without_answer(message, events))
 
     async def _log_without_answer(
@@ -247,6 +267,65 @@ class Assistant:
                 tracker.update(event)
             await self.agent.processor.save_tracker(tracker)
         return dict(tracker.latest_message.parse_data) if tracker.latest_message else {}
+
+    async def preview(
+        self,
+        conversation_id: str,
+        text: str,
+        *,
+        parse_data: dict[str, Any],
+        undo_last_turn: bool = False,
+    ) -> BotTurn:
+        """What the bot would answer to ``text`` (parsed as ``parse_data``) in this
+        conversation now, saving nothing: on a copy of the tracker (``undo_last_turn``: the
+        last user message and what followed it taken back first; a paused conversation
+        resumed). Only responses are run: at the first other action (a custom action, a form)
+        the preview stops, naming it in ``actions``."""
+        collector = CollectingOutputChannel()
+        message = UserMessage(
+            text=text,
+            output_channel=collector,
+            sender_id=conversation_id,
+            input_channel="preview",
+            parse_data=parse_data,
+        )
+        return await self.worker.run(self._preview(message, collector, undo_last_turn))
+
+    async def _preview(
+        self, message: UserMessage, collector: CollectingOutputChannel, undo_last_turn: bool
+    ) -> BotTurn:
+        processor = self.agent.processor
+        assert processor is not None
+        async with self.agent.lock_store.lock(message.sender_id):
+            tracker = await processor.fetch_tracker_and_update_session(message.sender_id, collector)
+        if undo_last_turn:
+            for event in to_rasa_events(TurnReverted()):
+                tracker.update(event)
+        if tracker.is_paused():
+            tracker.update(ConversationResumed())
+        if tracker.latest_action_name != ACTION_LISTEN_NAME:  # e.g. user messages of a handoff
+            tracker.update(ActionExecuted(ACTION_LISTEN_NAME))
+        await processor._handle_message_with_tracker(message, tracker)
+        tracker = await processor.run_action_extract_slots(collector, tracker)
+        stopped_at: list[dict[str, Any]] = []
+        for _ in range(PREVIEW_MAX_ACTIONS):
+            action, prediction = processor.predict_next_with_tracker_if_should(tracker)
+            if action.name() == ACTION_LISTEN_NAME:
+                break
+            if not isinstance(action, PREVIEW_SAFE_ACTIONS):
+                stopped_at.append({"name": action.name(), "events": []})
+                break
+            if not await processor._run_action(
+                action, tracker, collector, processor.nlg, prediction
+            ):
+                break
+        return BotTurn(
+            messages=[
+                {key: value for key, value in m.items() if key != "recipient_id"}
+                for m in collector.messages
+            ],
+            actions=stopped_at,
+        )
 
     async def append_to_tracker(
         self, conversation_id: str, changes: Sequence[TrackerChange]
@@ -275,7 +354,8 @@ class Assistant:
         async with self.agent.lock_store.lock(conversation_id):
             tracker = await processor.fetch_tracker_and_update_session(conversation_id, collector)
             for change in changes:
-                tracker.update(to_rasa_event(change))
+                for event in to_rasa_events(change):
+                    tracker.update(event)
             last = changes[-1] if changes else None
             if isinstance(last, BotResumed) and tracker.active_loop_name:
                 with recording_failures():
@@ -331,15 +411,19 @@ class Assistant:
         }
 
 
-def to_rasa_event(change: TrackerChange) -> Event:
-    """The Rasa event that records ``change`` (pause and resume say why in their metadata,
+def to_rasa_events(change: TrackerChange) -> list[Event]:
+    """The Rasa events that record ``change`` (pause and resume say why in their metadata,
     which reaches the event broker)."""
     if isinstance(change, BotPaused):
-        return ConversationPaused(metadata={"handoff": {"reason": change.reason}})
+        return [ConversationPaused(metadata={"handoff": {"reason": change.reason}})]
     if isinstance(change, BotResumed):
-        return ConversationResumed(metadata={"handoff": {"outcome": change.outcome}})
+        return [ConversationResumed(metadata={"handoff": {"outcome": change.outcome}})]
     if isinstance(change, AgentSaid):
-        return BotUttered(change.text, metadata=change.metadata)
+        return [BotUttered(change.text, metadata=change.metadata)]
+    if isinstance(change, TurnReverted):
+        # Rasa's rewind also takes back the listen before the message; Rasa listens again
+        # after one (as after its default fallback), so the next message reads as answered.
+        return [UserUtteranceReverted(), ActionExecuted(ACTION_LISTEN_NAME)]
     raise TypeError(f"not a tracker change: {change!r}")
 
 

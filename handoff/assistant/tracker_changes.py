@@ -2,7 +2,7 @@
 
 The service never builds Rasa events itself: it says what happened (the bot was paused or
 resumed, an agent said something) and the assistant turns it into Rasa's events
-(:func:`handoff.assistant.rasa_assistant.to_rasa_event`). This module imports no Rasa, so a
+(:func:`handoff.assistant.rasa_assistant.to_rasa_events`). This module imports no Rasa, so a
 fake assistant in tests speaks the same vocabulary.
 """
 
@@ -11,7 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-__all__ = ["AgentSaid", "BotPaused", "BotResumed", "TrackerChange"]
+__all__ = ["AgentSaid", "BotPaused", "BotResumed", "TrackerChange", "TurnReverted"]
 
 
 @dataclass(frozen=True)
@@ -40,4 +40,11 @@ class AgentSaid:
     metadata: dict[str, Any] = field(default_factory=dict)
 
 
-TrackerChange = BotPaused | BotResumed | AgentSaid
+@dataclass(frozen=True)
+class TurnReverted:
+    """The bot's last turn is undone: the user's last message and everything after it leave
+    the tracker (``UserUtteranceReverted``), e.g. before the answer an agent chose instead of
+    a held one."""
+
+
+TrackerChange = BotPaused | BotResumed | AgentSaid | TurnReverted

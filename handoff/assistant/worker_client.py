@@ -242,6 +242,23 @@ class WorkerProcess:
         )
         return BotTurn.from_dict(result)
 
+    async def preview(
+        self,
+        conversation_id: str,
+        text: str,
+        *,
+        parse_data: dict[str, Any],
+        undo_last_turn: bool = False,
+    ) -> BotTurn:
+        result: dict[str, Any] = await self.call(
+            "preview",
+            conversation_id=conversation_id,
+            text=text,
+            parse_data=parse_data,
+            undo_last_turn=undo_last_turn,
+        )
+        return BotTurn.from_dict(result)
+
     async def log_without_answer(
         self,
         conversation_id: str,

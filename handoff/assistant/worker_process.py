@@ -113,6 +113,8 @@ class WorkerServer:
             return await assistant.parse(args["text"])
         if op == "respond":
             return (await assistant.respond(**args)).as_dict()
+        if op == "preview":
+            return (await assistant.preview(**args)).as_dict()
         if op == "log_without_answer":
             then = decode_changes(args.pop("then", []))
             return await assistant.log_without_answer(**args, then=then)

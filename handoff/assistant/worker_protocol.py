@@ -39,7 +39,13 @@ import struct
 from collections.abc import Sequence
 from typing import Any
 
-from handoff.assistant.tracker_changes import AgentSaid, BotPaused, BotResumed, TrackerChange
+from handoff.assistant.tracker_changes import (
+    AgentSaid,
+    BotPaused,
+    BotResumed,
+    TrackerChange,
+    TurnReverted,
+)
 from handoff.core.errors import HandoffError
 
 __all__ = [
@@ -59,7 +65,15 @@ MAX_FRAME_BYTES = 16 * 1024 * 1024
 every response of a large domain stays far below this."""
 
 OPS = frozenset(
-    {"parse", "respond", "log_without_answer", "append_to_tracker", "is_paused", "shutdown"}
+    {
+        "parse",
+        "respond",
+        "preview",
+        "log_without_answer",
+        "append_to_tracker",
+        "is_paused",
+        "shutdown",
+    }
 )
 """The requests a worker answers."""
 
@@ -114,7 +128,8 @@ def write_frame(writer: asyncio.StreamWriter, message: dict[str, Any]) -> None:
 
 def encode_changes(changes: Sequence[TrackerChange]) -> list[dict[str, Any]]:
     """Tracker changes as JSON: ``{"kind": "paused", "reason"}``, ``{"kind": "resumed",
-    "outcome"}`` or ``{"kind": "agent_said", "text", "metadata"}``."""
+    "outcome"}``, ``{"kind": "agent_said", "text", "metadata"}`` or ``{"kind":
+    "turn_reverted"}``."""
     encoded: list[dict[str, Any]] = []
     for change in changes:
         if isinstance(change, BotPaused):
@@ -123,6 +138,8 @@ def encode_changes(changes: Sequence[TrackerChange]) -> list[dict[str, Any]]:
             encoded.append({"kind": "resumed", "outcome": change.outcome})
         elif isinstance(change, AgentSaid):
             encoded.append({"kind": "agent_said", "text": change.text, "metadata": change.metadata})
+        elif isinstance(change, TurnReverted):
+            encoded.append({"kind": "turn_reverted"})
         else:
             raise TypeError(f"not a tracker change: {change!r}")
     return encoded
@@ -139,6 +156,8 @@ def decode_changes(encoded: Sequence[dict[str, Any]]) -> list[TrackerChange]:
             changes.append(BotResumed(str(item.get("outcome") or "handed_back")))
         elif kind == "agent_said":
             changes.append(AgentSaid(str(item["text"]), dict(item.get("metadata") or {})))
+        elif kind == "turn_reverted":
+            changes.append(TurnReverted())
         else:
             raise FrameError(f"unknown tracker change kind {kind!r}")
     return changes

@@ -274,6 +274,21 @@ class AssistantWorkers:
             ),
         )
 
+    async def preview(
+        self,
+        conversation_id: str,
+        text: str,
+        *,
+        parse_data: dict[str, Any],
+        undo_last_turn: bool = False,
+    ) -> BotTurn:
+        return await self._on(
+            self._slot(conversation_id),
+            lambda worker: worker.preview(
+                conversation_id, text, parse_data=parse_data, undo_last_turn=undo_last_turn
+            ),
+        )
+
     async def log_without_answer(
         self,
         conversation_id: str,

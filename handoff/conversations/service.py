@@ -20,12 +20,13 @@ from dataclasses import dataclass
 from typing import Any
 
 from handoff.assistant.interface import AssistantHolder, BotTurn
-from handoff.assistant.tracker_changes import BotResumed, TrackerChange
+from handoff.assistant.tracker_changes import AgentSaid, BotResumed, TrackerChange, TurnReverted
 from handoff.conversations.effects import Circumstances, Plan, agent_event, plan, user_event
 from handoff.conversations.intent_guesses import IntentGuesses, unguessed_parse_data
 from handoff.conversations.teaching import Teaching
 from handoff.conversations.tracker_order import TrackerOrder
 from handoff.conversations.views import message_view, queue_view, transcript_view
+from handoff.core.approvals import ApprovalRules, choose_agent, in_approval_band, may_hold
 from handoff.core.errors import HandoffError
 from handoff.core.routing import (
     AgentClaimed,
@@ -44,11 +45,12 @@ from handoff.core.routing import (
     transition,
     why_agent_may_not_act,
 )
-from handoff.core.triggers import HandoffPolicy, decide
+from handoff.core.triggers import FALLBACK_INTENT, HandoffPolicy, decide, top_intent
 from handoff.learning.review import INTENT_NAME_PATTERN, INTENT_NAME_RULE
 from handoff.realtime.hub import Hub, ephemeral_event
 from handoff.realtime.locks import ConversationLocks, RedisConversationLocks
 from handoff.realtime.presence import Presence
+from handoff.storage.approvals import Approval, ApprovalStore
 from handoff.storage.learning_store import LearningStore
 from handoff.storage.records import (
     Agent,
@@ -60,7 +62,7 @@ from handoff.storage.records import (
 )
 from handoff.storage.store import Store
 
-__all__ = ["ActionError", "ConversationService", "UserMessageResult"]
+__all__ = ["ActionError", "ConversationService", "UserMessageResult", "approval_view"]
 
 logger = logging.getLogger(__name__)
 
@@ -89,6 +91,25 @@ def _ranking(parse_data: dict[str, Any]) -> list[dict[str, Any]]:
     ]
 
 
+def _chosen(text: str, intent: str) -> dict[str, Any]:
+    """Parse data that makes Rasa answer ``text`` as ``intent`` (a person chose it)."""
+    chosen = {"name": intent, "confidence": 1.0}
+    return {"text": text, "intent": chosen, "intent_ranking": [chosen], "entities": []}
+
+
+def approval_view(held: Approval, message: dict[str, Any]) -> dict[str, Any]:
+    """A held answer as the console shows it (with its ``conversation_id``): the user's
+    message (with its intent ranking), the draft, and when it goes out by itself."""
+    return {
+        "approval_id": held.id,
+        "message": message,
+        "intent": held.predicted_intent,
+        "confidence": round(held.confidence, 4),
+        "draft": held.draft,
+        "deadline": held.deadline_at,
+    }
+
+
 class ConversationService:
     def __init__(
         self,
@@ -100,11 +121,16 @@ class ConversationService:
         learning: LearningStore,
         verification_band: float = 0.0,
         locks: ConversationLocks | None = None,
+        approval: ApprovalRules | None = None,
     ) -> None:
         """``verification_band``: bot answers whose confidence is below the handoff threshold
         plus this are queued for verification (0: none). ``locks``: in-process by default;
-        Redis locks when several processes serve the same conversations."""
+        Redis locks when several processes serve the same conversations. ``approval``: which
+        bot answers wait for a person before they are sent (off by default)."""
         self.store = store
+        self.approval = approval or ApprovalRules()
+        self.approvals = ApprovalStore(store.engine)
+        self._expiries: set[asyncio.Task[None]] = set()
         self.learning = learning
         self.verification_band = verification_band
         self.hub = hub
@@ -173,6 +199,9 @@ class ConversationService:
         error asks for.
         """
         async with self._lock(conversation_id):
+            if self.approval.on:  # the user went on: a held answer goes out first
+                for held in await self.approvals.pending(conversation_id):
+                    await self._settle(held, "superseded", None)
             stored = await self.store.conversation(conversation_id)
             command = UserSaid(text)
             after, effects = transition(stored.conversation, command)
@@ -253,9 +282,6 @@ class ConversationService:
         ranking = _ranking(parse_data)
         await self.store.set_intent_ranking(message.id, ranking)
         if decision.reason is None:
-            await self.teaching.queue_if_uncertain(
-                message, parse_data, assistant.info.fallback_threshold
-            )
             turn = await assistant.respond(
                 conversation.id,
                 message.text,
@@ -263,7 +289,12 @@ class ConversationService:
                 message_id=client_id,
                 parse_data=parse_data,
             )
-            await self._say(conversation.id, turn.messages, in_reply_to=client_id)
+            threshold = self._threshold(parse_data, assistant.info.fallback_threshold)
+            if not await self._hold(message, client_id, parse_data, turn, threshold):
+                await self.teaching.queue_if_uncertain(
+                    message, parse_data, assistant.info.fallback_threshold
+                )
+                await self._say(conversation.id, turn.messages, in_reply_to=client_id)
             detail = turn.detail()
             if detail is not None:
                 await self.store.set_turn(message.id, detail)
@@ -274,13 +305,8 @@ class ConversationService:
                         stored, after, fallback_streak=decision.fallback_streak
                     )
                 return
-            # An action handed off, or one failed: a handoff as if a trigger had fired.
-            command = HandoffRequested(by_action)
-            queued, effects = transition(after, command)
-            todo = plan(effects, self._handoff_circumstances(conversation.id, command))
-            if by_action is HandoffReason.ACTION_FAILED:
-                self._append_to_tracker(conversation.id, todo.tracker)
-            # else: the action paused Rasa's tracker itself
+            await self._hand_off_after_turn(stored, after, by_action)
+            return
         else:
             command = HandoffRequested(decision.reason)
             queued, effects = transition(after, command)
@@ -293,6 +319,24 @@ class ConversationService:
                 then=todo.tracker,
                 parse_data=parse_data,
             )
+        _, events = await self.store.save_conversation(
+            stored, queued, events=todo.events, fallback_streak=0, new_handoff=True
+        )
+        await self._publish(events)
+        if todo.queue_changed:
+            await self._queue_changed()
+
+    async def _hand_off_after_turn(
+        self, stored: StoredConversation, after: Conversation, reason: HandoffReason
+    ) -> None:
+        """An action of the bot's turn handed off, or one failed: a handoff as if a trigger
+        had fired (``after``: the conversation as the turn left it)."""
+        command = HandoffRequested(reason)
+        queued, effects = transition(after, command)
+        todo = plan(effects, self._handoff_circumstances(after.id, command))
+        if reason is HandoffReason.ACTION_FAILED:
+            self._append_to_tracker(after.id, todo.tracker)
+        # else: the action paused Rasa's tracker itself
         _, events = await self.store.save_conversation(
             stored, queued, events=todo.events, fallback_streak=0, new_handoff=True
         )
@@ -326,6 +370,291 @@ class ConversationService:
                 events=[user_event(conversation_id, "bot", in_reply_to=in_reply_to, **reply)],
                 publish=self.hub.publish,
             )
+
+    # Held answers (approve before send) ---------------------------------------------------
+
+    def _threshold(self, parse_data: dict[str, Any], fallback_threshold: float | None) -> float:
+        """The handoff threshold the message's top intent had to pass."""
+        intent, _ = top_intent(parse_data)
+        return max(fallback_threshold or 0.0, self.policy.intent_thresholds.get(intent or "", 0.0))
+
+    async def _hold(
+        self,
+        message: Message,
+        client_id: str,
+        parse_data: dict[str, Any],
+        turn: BotTurn,
+        threshold: float,
+    ) -> bool:
+        """Hold the bot's answer for an agent's approval when it is uncertain enough and an
+        agent has a free slot (see :mod:`handoff.core.approvals`); True if held. The user is
+        shown the bot typing meanwhile."""
+        if not self.approval.on:
+            return False
+        intent, confidence = top_intent(parse_data)
+        if (
+            intent is None
+            or not in_approval_band(confidence, threshold, self.approval.band)
+            or not may_hold(turn.messages, turn.actions)
+            or turn.handed_off_by is not None
+            or turn.failed_actions
+        ):
+            return False
+        online = [p.agent_id for p in self.presence.snapshot() if p.status == "online"]
+        pending = await self.approvals.pending_per_agent()
+        agent_id = choose_agent(online, pending, self.approval.slots)
+        if agent_id is None:
+            return False
+        held = await self.approvals.hold(
+            conversation_id=message.conversation_id,
+            message_id=message.id,
+            client_id=client_id,
+            draft=turn.messages,
+            predicted_intent=intent,
+            confidence=confidence,
+            agent_id=agent_id,
+            timeout_s=self.approval.timeout_s,
+        )
+        offer = agent_event(
+            agent_id,
+            "approval",
+            held.conversation_id,
+            **approval_view(held, {**message_view(message), "intents": _ranking(parse_data)}),
+        )
+        await self._publish(await self.store.append_events([offer]))
+        self._bot_typing(held.conversation_id, True)
+        self._expire_later(held)
+        return True
+
+    def _bot_typing(self, conversation_id: str, typing: bool) -> None:
+        self.hub.publish(
+            [ephemeral_event("user", "typing", None, conversation_id, who="bot", typing=typing)]
+        )
+
+    def _expire_later(self, held: Approval) -> None:
+        """Send ``held`` as it is once its deadline passes, unless it was settled before."""
+
+        async def expire() -> None:
+            await asyncio.sleep(max(0.0, held.deadline_at - time.time()))
+            if (current := await self.approvals.get(held.id)) is None or not current.pending:
+                return
+            async with self._lock(held.conversation_id):
+                await self._settle(current, "timed_out", None)
+
+        task = asyncio.create_task(expire())
+        self._expiries.add(task)
+        task.add_done_callback(self._expiries.discard)
+
+    async def resume_held_answers(self) -> int:
+        """At start: expire the held answers left pending (by a restart) at their deadlines.
+        Returns how many there were."""
+        pending = await self.approvals.pending()
+        for held in pending:
+            self._expire_later(held)
+        return len(pending)
+
+    async def decide(
+        self,
+        agent: Agent,
+        approval_id: int,
+        decision: str,
+        intent: str | None = None,
+        text: str | None = None,
+    ) -> None:
+        """An agent's decision on a held answer: ``approve`` it, ``correct`` it to a known
+        ``intent`` (the bot answers for that one) or ``replace`` it with ``text`` (``intent``
+        optional: the message's label). Refused if it was settled already."""
+        held = await self.approvals.get(approval_id)
+        if held is None:
+            raise ActionError("unknown_approval", f"no held answer {approval_id}")
+        if held.agent_id != agent.id and not agent.is_maintainer:
+            raise ActionError(
+                "not_assigned", f"held answer {approval_id} was offered to another agent"
+            )
+        assistant = await self.assistant.get()
+        if intent is not None:
+            if not INTENT_NAME_PATTERN.match(intent):
+                raise ActionError("invalid_field", INTENT_NAME_RULE)
+            if decision == "correct" and intent not in assistant.intent_names():
+                raise ActionError(
+                    "unknown_intent",
+                    f"the bot has no answer for {intent!r}: pick one of its intents, or replace "
+                    "the answer with your own",
+                )
+        if decision == "correct":
+            assert intent is not None
+            message = await self.store.message(held.message_id)
+            assert message is not None
+            preview = await assistant.preview(
+                held.conversation_id,
+                message.text,
+                parse_data=_chosen(message.text, intent),
+                undo_last_turn=True,
+            )
+            if not preview.messages and not preview.actions:
+                raise ActionError(
+                    "no_answer",
+                    f"the bot says nothing for {intent!r} at this point of the conversation: "
+                    "pick another intent, or write the answer yourself",
+                )
+        outcome = {"approve": "approved", "correct": "corrected", "replace": "replaced"}[decision]
+        async with self._lock(held.conversation_id):
+            current = await self.approvals.get(approval_id)
+            if current is None or not current.pending:
+                ended = current.status if current else "gone"
+                raise ActionError(
+                    "already_settled", f"held answer {approval_id} was already sent ({ended})"
+                )
+            await self._settle(current, outcome, agent, intent=intent, text=text)
+
+    async def _settle(
+        self,
+        held: Approval,
+        outcome: str,
+        agent: Agent | None,
+        intent: str | None = None,
+        text: str | None = None,
+    ) -> None:
+        """End ``held`` with ``outcome`` and do what it says (caller holds the conversation's
+        lock). Does nothing if something else ended it first."""
+        settled = await self.approvals.settle(
+            held.id,
+            outcome,
+            decided_by=agent.id if agent else None,
+            intent=held.predicted_intent if outcome == "approved" else intent,
+            reply=text,
+        )
+        if settled is None:
+            return
+        conversation_id = held.conversation_id
+        message = await self.store.message(held.message_id)
+        assert message is not None
+        if outcome in ("approved", "timed_out", "superseded"):
+            await self._say(conversation_id, held.draft, in_reply_to=held.client_id)
+        elif outcome == "corrected":
+            assert intent is not None
+            await self._answer_instead(message, held.client_id, intent)
+        else:
+            assert agent is not None and text is not None
+            await self._reply_instead(message, held.client_id, agent, text, intent)
+        self._bot_typing(conversation_id, False)
+        if agent is not None and settled.intent:
+            is_new = settled.intent not in (await self.assistant.get()).intent_names()
+            source = "approval" if outcome == "approved" else "correction"
+            await self.learning.label_message(message, settled.intent, is_new, agent.id, source)
+        elif agent is None:
+            await self.learning.queue_verification(
+                message, held.predicted_intent, held.confidence, "uncertain"
+            )
+        done = agent_event(
+            held.agent_id,
+            "approval_settled",
+            conversation_id,
+            approval_id=held.id,
+            outcome=outcome,
+            by=agent.display_name if agent else None,
+        )
+        await self._publish(await self.store.append_events([done]))
+
+    async def _answer_instead(self, message: Message, client_id: str, intent: str) -> None:
+        """Undo the bot's held turn in Rasa's tracker and answer for ``intent`` instead."""
+        assistant = await self.assistant.get()
+        await assistant.append_to_tracker(message.conversation_id, [TurnReverted()])
+        turn = await assistant.respond(
+            message.conversation_id,
+            message.text,
+            input_channel="websocket",
+            message_id=client_id,
+            parse_data=_chosen(message.text, intent),
+        )
+        await self._say(message.conversation_id, turn.messages, in_reply_to=client_id)
+        detail = turn.detail()
+        if detail is not None:
+            await self.store.set_turn(message.id, detail)
+        by_action = self._action_handoff(turn)
+        if by_action is not None:
+            stored = await self.store.conversation(message.conversation_id)
+            await self._hand_off_after_turn(stored, stored.conversation, by_action)
+
+    async def _reply_instead(
+        self, message: Message, client_id: str, agent: Agent, text: str, intent: str | None
+    ) -> None:
+        """Undo the bot's held turn; log the user's message without an answer and the
+        agent's text in Rasa's tracker, and send that text in the bot's voice."""
+        assistant = await self.assistant.get()
+        metadata = {"approval": {"agent_id": agent.id, "agent_name": agent.display_name}}
+        await assistant.append_to_tracker(message.conversation_id, [TurnReverted()])
+        await assistant.log_without_answer(
+            message.conversation_id,
+            message.text,
+            input_channel="websocket",
+            message_id=client_id,
+            then=[AgentSaid(text, metadata)],
+            parse_data=_chosen(message.text, intent) if intent else None,
+        )
+        await self.store.add_message(
+            message.conversation_id,
+            "agent",
+            text,
+            agent_id=agent.id,
+            events=[user_event(message.conversation_id, "bot", in_reply_to=client_id, text=text)],
+            publish=self.hub.publish,
+        )
+
+    async def suggest(
+        self, agent: Agent, message_id: int, intent: str | None = None
+    ) -> dict[str, Any]:
+        """The bot's answer to a user message, for an agent to send or edit: for ``intent``,
+        else for the message's top guess. Nothing is saved or run but responses:
+        ``{"intent", "draft": [messages], "stopped_at": the custom action or form the answer
+        would need next, else None}``."""
+        message = await self.store.message(message_id)
+        if message is None or message.sender != "user":
+            raise ActionError("unknown_message", f"no user message {message_id}")
+        stored = await self.store.conversation(message.conversation_id)
+        if not agent.is_maintainer:
+            self._require_assigned(agent, stored.conversation)
+        assistant = await self.assistant.get()
+        if intent is None:
+            ranked = [r["name"] for r in message.intent_ranking or [] if r.get("name")]
+            intent = next((name for name in ranked if name != FALLBACK_INTENT), None)
+        if intent is None:
+            return {"intent": None, "draft": [], "stopped_at": None}
+        if intent not in assistant.intent_names():
+            return {"intent": intent, "draft": [], "stopped_at": None}  # a new intent
+        later = [
+            m
+            for m in await self.store.messages(message.conversation_id)
+            if m.sender == "user" and m.id > message.id
+        ]
+        preview = await assistant.preview(
+            message.conversation_id,
+            message.text,
+            parse_data=_chosen(message.text, intent),
+            undo_last_turn=not later,  # the message is in Rasa's tracker: take it back first
+        )
+        stopped = preview.actions[0]["name"] if preview.actions else None
+        return {"intent": intent, "draft": preview.messages, "stopped_at": stopped}
+
+    async def held_answers(self, agent: Agent) -> list[dict[str, Any]]:
+        """The held answers waiting for ``agent``, as the console shows them."""
+        views = []
+        for held in await self.approvals.pending():
+            if held.agent_id != agent.id:
+                continue
+            message = await self.store.message(held.message_id)
+            if message is not None:
+                shown = {**message_view(message), "intents": message.intent_ranking or []}
+                views.append(
+                    {"conversation_id": held.conversation_id, **approval_view(held, shown)}
+                )
+        return views
+
+    async def stop_timers(self) -> None:
+        """Stop the held answers' timers (they are expired again at the next start)."""
+        for task in list(self._expiries):
+            task.cancel()
+        await asyncio.gather(*self._expiries, return_exceptions=True)
 
     def _handoff_circumstances(
         self, conversation_id: str, command: HandoffRequested

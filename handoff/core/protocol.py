@@ -283,8 +283,13 @@ AGENT_FRAME_FIELDS: dict[str, tuple[str, ...]] = {
     "hand_back": ("id", "conversation_id"),
     "close": ("id", "conversation_id"),
     "presence": ("status",),
+    "approve": ("id", "approval_id"),
+    "correct": ("id", "approval_id", "intent"),
+    "replace": ("id", "approval_id", "text"),
+    "suggest": ("id", "message_id"),
 }
-"""Each agent frame type and its required fields (``reply`` may add ``response_name``)."""
+"""Each agent frame type and its required fields (``reply`` may add ``response_name``,
+``replace`` and ``suggest`` an ``intent``)."""
 
 PRESENCE_STATUSES = ("online", "away")
 
@@ -303,6 +308,20 @@ class AgentFrame:
     typing: bool = False
     to: str | None = None
     status: str = ""
+    approval_id: int = 0
+
+
+def _row_id(payload: dict[str, Any], field: str, what: str, error_id: str | None) -> int:
+    """A positive integer id (of a stored row) in ``payload[field]``."""
+    value = payload[field]
+    if not isinstance(value, int) or isinstance(value, bool) or not 1 <= value <= MAX_MESSAGE_ID:
+        raise ProtocolError(
+            "invalid_field",
+            f"field {field!r} must be an integer from 1 to {MAX_MESSAGE_ID} "
+            f"(the {field} of {what})",
+            error_id,
+        )
+    return value
 
 
 def parse_agent_frame(raw: str | bytes, *, max_text_chars: int) -> AgentFrame:
@@ -334,21 +353,21 @@ def parse_agent_frame(raw: str | bytes, *, max_text_chars: int) -> AgentFrame:
             )
         values["response_name"] = response_name
     elif kind == "label":
-        message_id = payload["message_id"]
-        if (
-            not isinstance(message_id, int)
-            or isinstance(message_id, bool)
-            or not 1 <= message_id <= MAX_MESSAGE_ID
-        ):
-            raise ProtocolError(
-                "invalid_field",
-                f"field 'message_id' must be an integer from 1 to {MAX_MESSAGE_ID} "
-                "(the message_id of a user message)",
-                error_id,
-            )
-        values["message_id"] = message_id
+        values["message_id"] = _row_id(payload, "message_id", "a user message", error_id)
         intent = _name(payload["intent"], "intent", "an intent name", MAX_NAME_CHARS, error_id)
         values["intent"] = intent.strip()
+    elif kind == "suggest":
+        values["message_id"] = _row_id(payload, "message_id", "a user message", error_id)
+        if payload.get("intent") is not None:
+            intent = _name(payload["intent"], "intent", "an intent name", MAX_NAME_CHARS, error_id)
+            values["intent"] = intent.strip()
+    elif kind in ("approve", "correct", "replace"):
+        values["approval_id"] = _row_id(payload, "approval_id", "a held answer", error_id)
+        if kind == "replace":
+            values["text"] = validate_text(payload["text"], "text", max_text_chars, error_id)
+        if kind == "correct" or payload.get("intent") is not None:
+            intent = _name(payload["intent"], "intent", "an intent name", MAX_NAME_CHARS, error_id)
+            values["intent"] = intent.strip()
     elif kind == "typing":
         values["typing"] = _boolean(payload, "typing", error_id)
     elif kind == "transfer":

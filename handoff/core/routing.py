@@ -9,6 +9,9 @@ States::
     BOT --HandoffRequested--> QUEUED --AgentClaimed--> ASSIGNED --HandedBack--> BOT
                                 ^                         |  \\--Closed--> CLOSED --UserSaid--> BOT
                                 +--Transferred(to=None)---+  (Transferred(to=agent) stays ASSIGNED)
+
+In BOT an uncertain answer may wait for an agent's approval before it is sent; that is not a
+state of its own (the conversation stays with the bot): see :mod:`handoff.core.approvals`.
 """
 
 from __future__ import annotations

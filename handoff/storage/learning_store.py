@@ -154,10 +154,16 @@ class LearningStore:
     # Candidates ------------------------------------------------------------------------------
 
     async def label_message(
-        self, message: Message, intent: str, is_new_intent: bool, agent_id: int
+        self,
+        message: Message,
+        intent: str,
+        is_new_intent: bool,
+        agent_id: int,
+        source: str = "label",
     ) -> Candidate:
         """Record an agent's label and make (or update, while pending) the message's example
-        candidate."""
+        candidate; ``source`` says how the agent labelled it (``label`` in a handoff,
+        ``approval`` or ``correction`` of a held bot answer)."""
         now = time.time()
         async with self.engine.begin() as db:
             await db.execute(
@@ -169,7 +175,7 @@ class LearningStore:
                     created_at=now,
                 )
             )
-            return await _upsert_example(db, message, intent, is_new_intent, "label", agent_id, now)
+            return await _upsert_example(db, message, intent, is_new_intent, source, agent_id, now)
 
     async def labels(self, message_ids: Sequence[int]) -> dict[int, Label]:
         """The latest label of each message that has one."""

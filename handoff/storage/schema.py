@@ -11,6 +11,7 @@ import sqlalchemy as sa
 __all__ = [
     "agent_sessions",
     "agents",
+    "approvals",
     "assignments",
     "candidates",
     "conversations",
@@ -145,7 +146,8 @@ candidates = sa.Table(
     sa.Column("status", sa.String(16), nullable=False, index=True),
     # "pending" | "approved" | "rejected" | "exported" | "skipped"
     # | "holdout" (to go into the held-out test set) | "held_out" (in it)
-    sa.Column("source", sa.String(16), nullable=False),  # "label" | "verification" | "handoff"
+    sa.Column("source", sa.String(16), nullable=False),
+    # "label" | "verification" | "handoff" | "approval" | "correction" (held bot answers)
     sa.Column("intent", sa.String(128), nullable=True),  # examples and responses
     sa.Column("text", sa.Text, nullable=True),  # example text or response text
     sa.Column("turns", sa.JSON, nullable=True),  # stories: [[intent, response name], ...]
@@ -180,6 +182,27 @@ verifications = sa.Table(
     sa.Column("verified_by", sa.Integer, sa.ForeignKey("agents.id"), nullable=True),
     sa.Column("verified_at", sa.Float, nullable=True),
     sa.Column("created_at", sa.Float, nullable=False),
+)
+
+approvals = sa.Table(
+    "approvals",
+    metadata,
+    sa.Column("id", sa.Integer, primary_key=True),
+    sa.Column("conversation_id", sa.String(255), nullable=False, index=True),
+    sa.Column("message_id", sa.Integer, sa.ForeignKey("messages.id"), nullable=False, unique=True),
+    sa.Column("client_id", sa.String(64), nullable=False),  # the user message's client id
+    sa.Column("draft", sa.JSON, nullable=False),  # the bot's messages, held
+    sa.Column("predicted_intent", sa.String(128), nullable=False),
+    sa.Column("confidence", sa.Float, nullable=False),
+    sa.Column("agent_id", sa.Integer, sa.ForeignKey("agents.id"), nullable=False),  # asked
+    sa.Column("status", sa.String(16), nullable=False, index=True),
+    # "pending" | handoff.core.approvals.OUTCOMES
+    sa.Column("decided_by", sa.Integer, sa.ForeignKey("agents.id"), nullable=True),
+    sa.Column("intent", sa.String(128), nullable=True),  # corrected to / labelled with
+    sa.Column("reply", sa.Text, nullable=True),  # the agent's text, when replaced
+    sa.Column("created_at", sa.Float, nullable=False),
+    sa.Column("deadline_at", sa.Float, nullable=False),
+    sa.Column("settled_at", sa.Float, nullable=True),
 )
 
 exports = sa.Table(

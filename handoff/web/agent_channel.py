@@ -259,6 +259,7 @@ async def agent_socket(request: Request, ws: WebsocketImplProtocol) -> None:
                 "assigned": [
                     c.conversation.id for c in await store.assigned_conversations(agent.id)
                 ],
+                "approvals": await service.held_answers(agent),
                 "last_event_id": latest,
             }
         )
@@ -322,4 +323,12 @@ async def _handle(frame: AgentFrame, agent: Agent, request: Request) -> dict[str
         ctx.presence.set_status(agent.id, frame.status)
         _broadcast_presence(request)
         return None
+    if frame.kind == "suggest":
+        suggestion = await service.suggest(agent, frame.message_id, frame.intent or None)
+        return {**ack, "message_id": frame.message_id, **suggestion}
+    if frame.kind in ("approve", "correct", "replace"):
+        await service.decide(
+            agent, frame.approval_id, frame.kind, frame.intent or None, frame.text or None
+        )
+        return ack
     raise ActionError("unknown_type", f"unhandled frame {frame.kind}")

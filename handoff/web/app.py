@@ -21,6 +21,7 @@ from handoff.assistant.worker_client import WorkerSpec
 from handoff.assistant.workers import AssistantWorkers
 from handoff.conversations.account_changes import AccountSweep
 from handoff.conversations.service import ConversationService
+from handoff.core.approvals import ApprovalRules
 from handoff.core.protocol import MAX_REST_BODY_BYTES, WEBSOCKET_MAX_SIZE
 from handoff.core.triggers import HandoffPolicy, top_intent
 from handoff.learning.loop import live_model_file
@@ -129,6 +130,9 @@ def create_app(settings: Settings) -> Sanic:
             ctx.learning,
             settings.verification_band,
             locks,
+            ApprovalRules(
+                settings.approval_band, settings.approval_timeout, settings.approval_slots
+            ),
         )
 
     @app.after_server_start
@@ -143,12 +147,16 @@ def create_app(settings: Settings) -> Sanic:
             asyncio.create_task(ctx.agent_connections.follow(ctx.hub)),
             asyncio.create_task(AccountSweep(ctx.agent_connections, ctx.store, ctx.service).run()),
         ]
+        left = await ctx.service.resume_held_answers()
+        if left:
+            logger.info("%d bot answers were held for approval when the server stopped", left)
         tune_collector_for_serving()
 
     @app.before_server_stop
     async def close_storage(app: Sanic, _loop: asyncio.AbstractEventLoop) -> None:
         ctx = app_context(app)
         await ctx.service.drain(timeout=SHUTDOWN_DRAIN_SECONDS)
+        await ctx.service.stop_timers()
         for task in ctx.background:
             task.cancel()
         await asyncio.gather(*ctx.background, return_exceptions=True)

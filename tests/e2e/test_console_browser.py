@@ -184,3 +184,32 @@ async def test_the_agent_sees_what_the_bots_actions_did_and_the_form_resumes_on_
     resumed = await user.expect("bot")
     assert resumed["text"] == asked  # the form asks its question again
     await user.close()
+
+
+async def test_the_bots_draft_is_offered_and_sent_with_the_keyboard(
+    server: RunningServer, page: Any
+) -> None:
+    add_agent(server, "fay", "Fay")
+    user = await connect_user(server)
+    frames = await user.say("can I talk to a person please")
+    assert frames[0]["status"] == "queued"
+
+    await page.goto(f"{server.base_url}/console")
+    await page.fill("#username", "fay")
+    await page.fill("#password", PASSWORD)
+    await page.click("#signin-form button[type=submit]")
+    item = page.locator(f"#queue li[data-conversation-id='{user.conversation_id}']")
+    await item.locator("button.claim").click()
+    await user.expect("handoff", status="agent_joined")
+
+    await user.say("what is my current balance", answered=False)
+    await page.locator("#draft-intent", has_text="check_balance").wait_for()
+    draft = await page.locator("#draft-text").text_content() or ""
+    assert "balance" in draft.lower()
+    await page.locator("#transcript").click()  # focus off the reply box: keys go to the console
+    await page.keyboard.press("1")  # confirm the first guess of the last message
+    await page.locator("#transcript .msg.user .labelled", has_text="check_balance").wait_for()
+    await page.keyboard.press("s")  # send the bot's draft
+    sent = await user.expect("agent")
+    assert sent["text"] == draft
+    await user.close()

@@ -16,7 +16,13 @@ from pathlib import Path
 from typing import Any
 
 from handoff.assistant.interface import BotTurn, ModelInfo
-from handoff.assistant.tracker_changes import AgentSaid, BotPaused, BotResumed, TrackerChange
+from handoff.assistant.tracker_changes import (
+    AgentSaid,
+    BotPaused,
+    BotResumed,
+    TrackerChange,
+    TurnReverted,
+)
 from handoff.core.triggers import FALLBACK_INTENT
 
 FALLBACK_THRESHOLD = 0.5
@@ -161,6 +167,20 @@ class FakeAssistant:
             handed_off_by=action.name if action.pauses else None,
         )
 
+    async def preview(
+        self,
+        conversation_id: str,
+        text: str,
+        *,
+        parse_data: dict[str, Any],
+        undo_last_turn: bool = False,
+    ) -> BotTurn:
+        intent = parse_data["intent"]["name"]
+        replies = [dict(reply) for reply in self.answers.get(intent, [])]
+        action = self.actions.get(intent)
+        stopped = [{"name": action.name, "events": []}] if action else []
+        return BotTurn(messages=replies, actions=stopped)
+
     async def log_without_answer(
         self,
         conversation_id: str,
@@ -174,13 +194,13 @@ class FakeAssistant:
     ) -> dict[str, Any]:
         parse_data = parse_data if parse_data is not None else await self.parse(text)
         self._log(conversation_id, text, message_id, parse_data, answered=False)
-        self.tracker[conversation_id] += list(then)
+        self._apply(conversation_id, then)
         return parse_data
 
     async def append_to_tracker(
         self, conversation_id: str, changes: Sequence[TrackerChange]
     ) -> list[dict[str, Any]]:
-        self.tracker[conversation_id] += list(changes)
+        self._apply(conversation_id, changes)
         last = changes[-1] if changes else None
         form = self.forms.get(conversation_id)
         if not isinstance(last, BotResumed) or form is None or form.form is None:
@@ -215,6 +235,18 @@ class FakeAssistant:
     def changes(self, conversation_id: str) -> list[TrackerRecord]:
         """The tracker of ``conversation_id`` (empty if it has none)."""
         return list(self.tracker.get(conversation_id, []))
+
+    def _apply(self, conversation_id: str, changes: Sequence[TrackerChange]) -> None:
+        """Add ``changes`` to the tracker; a :class:`TurnReverted` removes the last user
+        message and what followed it, as Rasa's ``UserUtteranceReverted`` does."""
+        records = self.tracker[conversation_id]
+        for change in changes:
+            if isinstance(change, TurnReverted):
+                users = [i for i, r in enumerate(records) if isinstance(r, UserLogged)]
+                if users:
+                    del records[users[-1] :]
+            else:
+                records.append(change)
 
     def _log(
         self,

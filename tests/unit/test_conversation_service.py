@@ -21,6 +21,7 @@ import pytest
 from handoff.assistant.interface import AssistantHolder
 from handoff.assistant.tracker_changes import AgentSaid, BotPaused, BotResumed
 from handoff.conversations.service import ActionError, ConversationService
+from handoff.core.approvals import ApprovalRules
 from handoff.core.routing import HandoffReason, State
 from handoff.core.triggers import FALLBACK_INTENT, HandoffPolicy
 from handoff.realtime.hub import Hub, Subscription
@@ -46,8 +47,11 @@ FRAUD = "someone stole my card"
 GIBBERISH = "blorp zzk"
 FALLBACK_ANSWER = "Sorry, I didn't get that."
 
+UNSURE = "balance please maybe"
+"""Answered by the bot just above the fake's handoff threshold (0.5)."""
 NLU = {
     BALANCE: [("check_balance", 0.95), ("greet", 0.03)],
+    UNSURE: [("check_balance", 0.58), ("greet", 0.3)],
     HELLO: [("greet", 0.97), ("check_balance", 0.01)],
     ASK_PERSON: [("human_handoff", 0.92), ("greet", 0.05)],
     FRAUD: [("report_fraud", 0.91), ("check_balance", 0.04)],
@@ -150,7 +154,11 @@ async def build(tmp_path: Path, migrated: Path) -> AsyncIterator[Build]:
     """Build a world (``policy``, ``verification_band`` as the service takes them)."""
     stores: list[tuple[ConversationService, Store]] = []
 
-    async def make(policy: HandoffPolicy | None = None, verification_band: float = 0.0) -> World:
+    async def make(
+        policy: HandoffPolicy | None = None,
+        verification_band: float = 0.0,
+        approval: ApprovalRules | None = None,
+    ) -> World:
         path = tmp_path / f"handoff{len(stores)}.db"
         shutil.copyfile(migrated, path)
         store = await Store.open(f"sqlite:///{path}")
@@ -162,7 +170,14 @@ async def build(tmp_path: Path, migrated: Path) -> AsyncIterator[Build]:
         holder: AssistantHolder = AssistantHolder()
         holder.set(fake)
         service = ConversationService(
-            store, hub, holder, policy or server_policy(), presence, learning, verification_band
+            store,
+            hub,
+            holder,
+            policy or server_policy(),
+            presence,
+            learning,
+            verification_band,
+            approval=approval,
         )
         stores.append((service, store))
         alice = await store.add_agent("alice", "Alice", "x", "agent")
@@ -173,6 +188,7 @@ async def build(tmp_path: Path, migrated: Path) -> AsyncIterator[Build]:
     yield make
     for service, store in stores:
         await service.drain(timeout=5)
+        await service.stop_timers()
         await store.close()
 
 

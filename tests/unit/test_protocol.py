@@ -302,6 +302,34 @@ def test_valid_agent_frames() -> None:
     ) == AgentFrame("typing", conversation_id="c", typing=True)
 
 
+def test_decisions_on_held_answers() -> None:
+    def parse(raw: str) -> AgentFrame:
+        return parse_agent_frame(raw, max_text_chars=LIMIT)
+
+    assert parse('{"type": "approve", "id": "a", "approval_id": 7}') == AgentFrame(
+        "approve", "a", approval_id=7
+    )
+    assert parse('{"type": "correct", "id": "a", "approval_id": 7, "intent": "greet"}') == (
+        AgentFrame("correct", "a", approval_id=7, intent="greet")
+    )
+    assert parse('{"type": "replace", "id": "a", "approval_id": 7, "text": " Hi "}') == (
+        AgentFrame("replace", "a", approval_id=7, text="Hi")
+    )
+    assert parse(
+        '{"type": "replace", "id": "a", "approval_id": 7, "text": "Hi", "intent": "greet"}'
+    ) == AgentFrame("replace", "a", approval_id=7, text="Hi", intent="greet")
+    for raw, code in [
+        ('{"type": "approve", "id": "a", "approval_id": 0}', "invalid_field"),
+        ('{"type": "approve", "id": "a", "approval_id": "7"}', "invalid_field"),
+        ('{"type": "approve", "id": "a", "approval_id": true}', "invalid_field"),
+        ('{"type": "correct", "id": "a", "approval_id": 7}', "invalid_field"),
+        ('{"type": "replace", "id": "a", "approval_id": 7, "text": " "}', "invalid_field"),
+    ]:
+        with pytest.raises(ProtocolError) as refused:
+            parse(raw)
+        assert (refused.value.code, refused.value.client_id) == (code, "a")
+
+
 @pytest.mark.parametrize(
     ("body", "code"),
     [

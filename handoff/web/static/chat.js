@@ -175,6 +175,7 @@ function handle(frame) {
       unacked.delete(frame.id);
       break;
     case "bot":
+      typingNote.hidden = true;
       append("bot", frame.text, { buttons: frame.buttons, feedback: frame.in_reply_to });
       break;
     case "agent":
@@ -190,6 +191,8 @@ function handle(frame) {
       setStatus("online", `in queue: ${frame.position} of ${frame.waiting}`);
       break;
     case "typing":
+      // "who": the agent, or the assistant while a person checks its answer
+      typingNote.textContent = frame.who === "bot" ? "The assistant is typing…" : "An agent is typing…";
       typingNote.hidden = !frame.typing;
       break;
     case "resync":
