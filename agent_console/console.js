@@ -100,6 +100,7 @@ function start(agent) {
   $("me").textContent = `${agent.display_name} (${agent.role})`;
   $("manage-agents").hidden = agent.role !== "maintainer";
   $("open-review").hidden = agent.role !== "maintainer";
+  $("open-cockpit").hidden = agent.role !== "maintainer";
   connect();
 }
 
@@ -893,6 +894,24 @@ async function decide(decisions) {
 }
 
 $("open-review").addEventListener("click", () => { $("review-panel").hidden = false; renderReview().catch((e) => toast(e.message)); });
+
+// ---- cockpit (maintainers) ---------------------------------------------------------------
+
+async function renderCockpit() {
+  const data = await api("GET", "/api/cockpit?days=30");
+  $("cockpit-models").replaceChildren(HandoffCharts.modelsTable(data.models, data.serving, async (model) => {
+    const live = data.models.find((m) => m.status === "live");
+    const question = `Make ${model.name} live${live ? ` instead of ${live.name}` : ""}? Every server switches to it.`;
+    if (!window.confirm(question)) return;
+    const answer = await api("POST", "/api/models/promote", { name: model.name });
+    toast(`${answer.promoted} is live: servers switch to it within ${answer.swap_within_s} s.`);
+    renderCockpit().catch((e) => toast(e.message));
+  }));
+  HandoffCharts.render($("cockpit-charts"), data);
+}
+
+$("open-cockpit").addEventListener("click", () => { $("cockpit-panel").hidden = false; renderCockpit().catch((e) => toast(e.message)); });
+$("close-cockpit").addEventListener("click", () => { $("cockpit-panel").hidden = true; });
 $("close-review").addEventListener("click", () => { $("review-panel").hidden = true; });
 $("review-approve-clean").addEventListener("click", () => {
   const items = [...(state.review?.groups || []).flatMap((g) => [...g.examples, ...g.responses]), ...(state.review?.stories || [])];

@@ -476,6 +476,16 @@ async def page(server: RunningServer) -> AsyncIterator[Any]:
         yield opened
 
 
+async def sign_in_to_console(page: Any, server: RunningServer, username: str) -> None:
+    """Open the console in ``page`` and sign in as ``username`` (password :data:`PASSWORD`);
+    returns once its websocket is connected."""
+    await page.goto(f"{server.base_url}/console")
+    await page.fill("#username", username)
+    await page.fill("#password", PASSWORD)
+    await page.click("#signin-form button[type=submit]")
+    await page.wait_for_selector("#connection:text('connected')")
+
+
 @asynccontextmanager
 async def browser_page() -> AsyncIterator[Any]:
     """A page in headless Chromium (see the ``page`` fixture), for any server."""

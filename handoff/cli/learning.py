@@ -1,5 +1,5 @@
-"""The learning-loop commands behind ``handoff train|export|review|report`` (see ``handoff
-<command> --help``). Output is for people; failures raise :class:`CommandError`."""
+"""The learning-loop commands behind ``handoff train|export|review|report|models`` (see
+``handoff <command> --help``). Output is for people; failures raise :class:`CommandError`."""
 
 from __future__ import annotations
 
@@ -10,7 +10,8 @@ from pathlib import Path
 
 from handoff.core.errors import HandoffError
 from handoff.learning.candidates import Review, ReviewItem
-from handoff.learning.loop import ExportError, run_export, train_and_promote
+from handoff.learning.cockpit import DAY_S, build_cockpit, model_view, render_cockpit_html
+from handoff.learning.loop import ExportError, promotion_problem, run_export, train_and_promote
 from handoff.learning.metrics import compute, render_report
 from handoff.learning.review import DecisionError, apply_decisions, current_review, parse_decisions
 from handoff.settings import Settings
@@ -19,6 +20,9 @@ from handoff.storage.migrate import upgrade
 from handoff.storage.store import Store
 
 __all__ = ["CommandError", "run"]
+
+DEFAULT_HTML_DAYS = 30
+"""Days the HTML report charts when ``--days 0`` (all time) is given."""
 
 
 class CommandError(HandoffError):
@@ -50,6 +54,10 @@ async def run(args: argparse.Namespace, settings: Settings) -> int:
             return await _export(settings, learning)
         if args.command == "review":
             return await _review(args, settings, store, learning)
+        if args.command == "models":
+            return await _models(args, settings, learning)
+        if args.html is not None:
+            return await _report_html(args, learning)
         return await _report(args, learning)
     finally:
         await store.close()
@@ -183,4 +191,59 @@ async def _report(args: argparse.Namespace, learning: LearningStore) -> int:
     else:
         label = f"last {args.days:g} days" if args.days > 0 else "all time"
         print(render_report(metrics, label), end="")
+    return 0
+
+
+async def _models(args: argparse.Namespace, settings: Settings, learning: LearningStore) -> int:
+    if args.models_command == "promote":
+        problem = promotion_problem(settings, args.name)
+        if problem:
+            raise CommandError(problem, 2)
+        try:
+            model = await learning.promote(args.name, by=args.by)
+        except NotFoundError as error:
+            raise CommandError(str(error), 2) from None
+        print(
+            f"{model.name} is live. Running servers switch to it within "
+            f"{settings.model_poll_seconds:g} s (GET /health names the model each serves)."
+        )
+        return 0
+    views = [model_view(model) for model in await learning.models()]
+    if args.json:
+        print(json.dumps(views, indent=2))
+        return 0
+    if not views:
+        print("No models yet: `handoff train` trains and registers one.")
+        return 0
+    print(f"{'model':<32} {'status':<9} {'accuracy (95% interval)':<24} {'auto':>5}  promoted")
+    for view in reversed(views):
+        interval = view["accuracy_interval"]
+        accuracy = (
+            f"{view['accuracy']:.3f} ({interval[0]:.3f}-{interval[1]:.3f})"
+            if view["accuracy"] is not None and interval
+            else ""
+        )
+        automation = f"{view['automation']:.0%}" if view["automation"] is not None else ""
+        promoted = (
+            f"{_when(view['promoted_at'])} by {view['promoted_by'] or '?'}"
+            if view["promoted_at"]
+            else ""
+        )
+        print(f"{view['name']:<32} {view['status']:<9} {accuracy:<24} {automation:>5}  {promoted}")
+    return 0
+
+
+def _when(timestamp: float) -> str:
+    return time.strftime("%Y-%m-%d %H:%M", time.gmtime(timestamp))
+
+
+async def _report_html(args: argparse.Namespace, learning: LearningStore) -> int:
+    days = int(args.days) if args.days >= 1 else DEFAULT_HTML_DAYS
+    now = time.time()
+    rows = await learning.cockpit_rows(now - days * DAY_S)
+    models = await learning.models()
+    all_time = compute(await learning.metrics_rows(0.0), models)
+    data = build_cockpit(rows, models, all_time["fallback_by_intent"], now=now, days=days)
+    args.html.write_text(render_cockpit_html(data, days), encoding="utf-8")
+    print(f"Wrote {args.html} (the last {days} days, {len(models)} models); open it in a browser.")
     return 0

@@ -124,6 +124,32 @@ def _build_parser() -> argparse.ArgumentParser:
         "--days", type=float, default=7.0, help="look back this many days (default 7; 0: all)"
     )
     report.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    report.add_argument(
+        "--html",
+        type=Path,
+        metavar="FILE",
+        help="write the maintainer's cockpit (charts over the last --days days, 30 if 0, and "
+        "every model) as one self-contained HTML page instead",
+    )
+
+    models = commands.add_parser(
+        "models",
+        help="the model registry: list the models, promote one (roll back)",
+        description="Every model `handoff train` registered, with its held-out scores, and "
+        "which one is live. `promote NAME` makes NAME live by hand, e.g. to roll back to an "
+        "earlier model: every running server switches to it within HANDOFF_MODEL_POLL_SECONDS.",
+    )
+    models.add_argument("--config", type=Path, help="TOML settings file (or HANDOFF_CONFIG)")
+    model_commands = models.add_subparsers(dest="models_command", required=True, metavar="ACTION")
+    listing = model_commands.add_parser("list", help="list the registered models")
+    listing.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    promote = model_commands.add_parser(
+        "promote", help="make a registered model live (roll back, or forward)"
+    )
+    promote.add_argument("name", help="the model archive's name, as `handoff models list` shows")
+    promote.add_argument(
+        "--as", dest="by", default="cli", help="who promotes it, for the record (default cli)"
+    )
 
     agents = commands.add_parser(
         "agents",
@@ -166,7 +192,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return _serve(args)
     if args.command == "agents":
         return _agents(args)
-    if args.command in ("train", "export", "review", "report"):
+    if args.command in ("train", "export", "review", "report", "models"):
         return _learning_command(args)
     raise AssertionError(args.command)
 
@@ -279,7 +305,8 @@ def _agents(args: argparse.Namespace) -> int:
 
 
 def _learning_command(args: argparse.Namespace) -> int:
-    """``train``, ``export``, ``review`` and ``report``: they share the database."""
+    """``train``, ``export``, ``review``, ``report`` and ``models``: they share the
+    database."""
     import asyncio
 
     from handoff.cli import learning as learning_cli

@@ -64,6 +64,7 @@ __all__ = [
     "live_model_file",
     "metrics_for",
     "metrics_key",
+    "promotion_problem",
     "run_export",
     "train_and_promote",
 ]
@@ -490,6 +491,19 @@ async def train_and_promote(
     return TrainOutcome(
         refreshed, verdict.promote, verdict.reason, report_md, live.name if live else None
     )
+
+
+def promotion_problem(settings: Settings, name: str) -> str | None:
+    """Why promoting the model ``name`` by hand would not work here (None: it would): the
+    servers must serve a folder of models, and the archive must be in it."""
+    if not settings.model_path.is_dir():
+        return (
+            f"HANDOFF_MODEL_PATH is one archive ({settings.model_path}): servers serve it as "
+            "it is, so promoting another model changes nothing; point it at the models folder"
+        )
+    if "/" in name or not (settings.model_path / name).is_file():
+        return f"no model archive {name!r} in {settings.model_path}"
+    return None
 
 
 async def live_model_file(settings: Settings, learning: LearningStore) -> Path | None:

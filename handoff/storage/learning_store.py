@@ -97,6 +97,8 @@ class ModelVersion:
     """``candidate``, ``live``, ``retired`` (was live) or ``rejected`` (lost the comparison)."""
     promoted_at: float | None
     report: str | None
+    promoted_by: str | None = None
+    """``handoff train`` (it won the comparison), or the maintainer who promoted it by hand."""
 
 
 @dataclass(frozen=True)
@@ -451,8 +453,11 @@ class LearningStore:
                 .values(metrics=metrics, metrics_key=key)
             )
 
-    async def set_model_outcome(self, name: str, status: str, report: str | None) -> None:
-        """Mark a model ``live`` (the previous live one becomes ``retired``) or ``rejected``."""
+    async def set_model_outcome(
+        self, name: str, status: str, report: str | None, by: str = "handoff train"
+    ) -> None:
+        """Mark a model ``live`` (the previous live one becomes ``retired``; ``by`` who made
+        it live) or ``rejected``."""
         now = time.time()
         async with self.engine.begin() as db:
             if status == "live":
@@ -464,7 +469,56 @@ class LearningStore:
             values: dict[str, Any] = {"status": status, "report": report}
             if status == "live":
                 values["promoted_at"] = now
+                values["promoted_by"] = by
             await db.execute(schema.model_versions.update().where(M.name == name).values(**values))
+
+    async def promote(self, name: str, by: str) -> ModelVersion:
+        """Make the registered model ``name`` live by hand (e.g. roll back to an earlier one);
+        running servers switch to it. :class:`NotFoundError` if it is not registered."""
+        async with self.engine.begin() as db:
+            row = (await db.execute(schema.model_versions.select().where(M.name == name))).first()
+        if row is None:
+            raise NotFoundError(f"no model {name!r} in the registry (see `handoff models list`)")
+        await self.set_model_outcome(name, "live", row.report, by=by)
+        return next(m for m in await self.models() if m.name == name)
+
+    async def cockpit_rows(self, since: float) -> dict[str, list[dict[str, Any]]]:
+        """The rows the maintainer's cockpit charts from (:mod:`handoff.learning.cockpit`):
+        since ``since``, plus what waits for people now."""
+        h, m, a = schema.handoffs.c, schema.messages.c, schema.approvals.c
+        async with self.engine.connect() as db:
+            handoffs = await db.execute(
+                sa.select(h.conversation_id, h.queued_at, h.first_agent_reply_at).where(
+                    h.queued_at >= since
+                )
+            )
+            user_messages = await db.execute(
+                sa.select(m.conversation_id, m.created_at, m.handoff_id, m.intent_ranking).where(
+                    m.sender == "user", m.created_at >= since
+                )
+            )
+            labels = await db.execute(
+                sa.select(C.source, C.created_at).where(C.kind == "example", C.created_at >= since)
+            )
+            held = await db.execute(sa.select(a.status, a.created_at).where(a.created_at >= since))
+            pending = {
+                "review": (
+                    await db.execute(sa.select(sa.func.count()).where(C.status == "pending"))
+                ).scalar_one(),
+                "verification": (
+                    await db.execute(sa.select(sa.func.count()).where(V.status == "pending"))
+                ).scalar_one(),
+                "held": (
+                    await db.execute(sa.select(sa.func.count()).where(a.status == "pending"))
+                ).scalar_one(),
+            }
+            return {
+                "handoffs": [dict(r._mapping) for r in handoffs],
+                "user_messages": [dict(r._mapping) for r in user_messages],
+                "examples": [dict(r._mapping) for r in labels],
+                "held": [dict(r._mapping) for r in held],
+                "pending": [pending],
+            }
 
     async def live_model(self) -> ModelVersion | None:
         async with self.engine.connect() as db:

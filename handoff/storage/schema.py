@@ -229,6 +229,8 @@ model_versions = sa.Table(
     # "candidate" | "live" | "retired" | "rejected"
     sa.Column("promoted_at", sa.Float, nullable=True),
     sa.Column("report", sa.String(512), nullable=True),  # comparison report (Markdown) path
+    # who made it live: "handoff train" (it won the comparison) or a maintainer (a roll-back)
+    sa.Column("promoted_by", sa.String(64), nullable=True),
 )
 
 # Sign-in throttling (handoff.web.sign_in_throttle) ------------------------------------------------

@@ -14,6 +14,8 @@ from sanic import Blueprint, Request, response
 from sanic.response import HTTPResponse
 
 from handoff.core.safe_json import ProtocolError
+from handoff.learning.cockpit import DAY_S, build_cockpit
+from handoff.learning.loop import promotion_problem
 from handoff.learning.metrics import render_prometheus, render_sign_in_refusals
 from handoff.learning.review import (
     DecisionError,
@@ -176,6 +178,63 @@ async def models(request: Request) -> HTTPResponse:
             ],
         }
     )
+
+
+MAX_COCKPIT_DAYS = 365
+
+
+@blueprint.route("/api/cockpit", methods=["GET", "HEAD"])
+async def cockpit(request: Request) -> HTTPResponse:
+    """The maintainer's cockpit (``?days=N``, default 30): per-day rates, the models with
+    their scores, the learning curve, what waits for people (see
+    :mod:`handoff.learning.cockpit`)."""
+    checked = await _agent(request, maintainer=True)
+    if isinstance(checked, HTTPResponse):
+        return checked
+    raw = request.args.get("days", "30")
+    if not (raw.isascii() and raw.isdigit() and 1 <= int(raw) <= MAX_COCKPIT_DAYS):
+        return json_error(
+            "invalid_field", f"days must be a whole number from 1 to {MAX_COCKPIT_DAYS}"
+        )
+    days = int(raw)
+    ctx = request_context(request)
+    now = time.time()
+    rows = await ctx.learning.cockpit_rows(now - days * DAY_S)
+    scrape = await ctx.metrics.read()
+    view = build_cockpit(
+        rows,
+        await ctx.learning.models(),
+        scrape.values.get("fallback_by_intent", {}),
+        now=now,
+        days=days,
+    )
+    holder = ctx.assistant
+    view["serving"] = holder.current.info.name if holder.current else None
+    return response.json(view)
+
+
+@blueprint.post("/api/models/promote")
+async def promote(request: Request) -> HTTPResponse:
+    """Make an earlier (or any registered) model live: ``{"name": "assistant-….tar.gz"}``
+    (maintainers). Every server process swaps to it within ``HANDOFF_MODEL_POLL_SECONDS``."""
+    checked = await _agent(request, maintainer=True)
+    if isinstance(checked, HTTPResponse):
+        return checked
+    ctx = request_context(request)
+    try:
+        name = json_body(request).get("name")
+    except ProtocolError as error:
+        return error_response(error)
+    if not isinstance(name, str) or not name:
+        return json_error("invalid_field", 'give the model\'s name: {"name": "assistant-….tar.gz"}')
+    problem = promotion_problem(ctx.settings, name)
+    if problem:
+        return json_error("invalid_field", problem)
+    try:
+        model = await ctx.learning.promote(name, by=checked.username)
+    except NotFoundError as error:
+        return error_response(error)
+    return response.json({"promoted": model.name, "swap_within_s": ctx.settings.model_poll_seconds})
 
 
 @blueprint.route("/metrics", methods=["GET", "HEAD"])

@@ -12,11 +12,11 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import (
-    PASSWORD,
     RunningServer,
     add_agent,
     browser_page,
     connect_user,
+    sign_in_to_console,
     start_server,
     stop_server,
 )
@@ -45,11 +45,7 @@ async def test_an_agent_approves_and_corrects_held_answers_with_the_keyboard(
     approving: RunningServer,
 ) -> None:
     async with browser_page() as page:
-        await page.goto(f"{approving.base_url}/console")
-        await page.fill("#username", "kim")
-        await page.fill("#password", PASSWORD)
-        await page.click("#signin-form button[type=submit]")
-        await page.wait_for_selector("#connection:text('connected')")
+        await sign_in_to_console(page, approving, "kim")
 
         user = await connect_user(approving)
         try:

@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 
-from tests.conftest import PASSWORD, RunningServer, add_agent, connect_user
+from tests.conftest import PASSWORD, RunningServer, add_agent, connect_user, sign_in_to_console
 
 pytestmark = pytest.mark.slow
 
@@ -116,11 +116,7 @@ async def test_thumbs_down_in_the_chat_is_verified_and_reviewed_in_the_console(
 
     # A maintainer verifies it in the console: one row for both, the right intent is
     # support_hours.
-    await page.goto(f"{server.base_url}/console")
-    await page.fill("#username", "rosa")
-    await page.fill("#password", PASSWORD)
-    await page.click("#signin-form button[type=submit]")
-    await page.wait_for_selector("#connection:text('connected')")
+    await sign_in_to_console(page, server, "rosa")
     await page.click("#open-verify")
     row = page.locator("#verify-table tr", has_text=question)
     await row.wait_for()
@@ -160,10 +156,7 @@ async def test_the_agent_sees_what_the_bots_actions_did_and_the_form_resumes_on_
     frames = await user.say("can I talk to a person please")
     assert frames[0]["status"] == "queued"
 
-    await page.goto(f"{server.base_url}/console")
-    await page.fill("#username", "erin")
-    await page.fill("#password", PASSWORD)
-    await page.click("#signin-form button[type=submit]")
+    await sign_in_to_console(page, server, "erin")
     item = page.locator(f"#queue li[data-conversation-id='{user.conversation_id}']")
     await item.locator("button.claim").click()
     await user.expect("handoff", status="agent_joined")
@@ -194,10 +187,7 @@ async def test_the_bots_draft_is_offered_and_sent_with_the_keyboard(
     frames = await user.say("can I talk to a person please")
     assert frames[0]["status"] == "queued"
 
-    await page.goto(f"{server.base_url}/console")
-    await page.fill("#username", "fay")
-    await page.fill("#password", PASSWORD)
-    await page.click("#signin-form button[type=submit]")
+    await sign_in_to_console(page, server, "fay")
     item = page.locator(f"#queue li[data-conversation-id='{user.conversation_id}']")
     await item.locator("button.claim").click()
     await user.expect("handoff", status="agent_joined")

@@ -9,6 +9,8 @@ from __future__ import annotations
 import asyncio
 import shutil
 import signal
+import subprocess
+import time
 import uuid
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -19,7 +21,9 @@ import pytest
 import sqlalchemy as sa
 
 from tests.conftest import (
+    HANDOFF,
     PASSWORD,
+    TEST_ENV,
     RunningServer,
     TrainingRun,
     add_agent,
@@ -194,6 +198,56 @@ async def test_a_promoted_model_reaches_every_process(cluster: Cluster) -> None:
             break
         await asyncio.sleep(1)
     assert not pending, [cluster.servers[i].log_tail(2000) for i in pending]
+
+
+def every_process_serves(cluster: Cluster, model: str) -> list[str]:
+    """The logs of the processes not serving ``model`` after up to five minutes."""
+    pending = set(range(len(alive(cluster))))
+    for _ in range(300):
+        for index in list(pending):
+            health = http_json("GET", f"{cluster.servers[index].base_url}/health")[1]
+            if isinstance(health, dict) and health.get("model") == model:
+                pending.discard(index)
+        if not pending:
+            return []
+        time.sleep(1)
+    return [cluster.servers[i].log_tail(2000) for i in pending]
+
+
+async def test_a_roll_back_from_the_command_line_reaches_every_process(cluster: Cluster) -> None:
+    archives = sorted(p.name for p in cluster.models.glob("*.tar.gz"))
+    engine = sa.create_engine(cluster.database_url)
+    try:
+        with engine.begin() as db:  # both archives registered (an earlier test added one)
+            known = {row[0] for row in db.execute(sa.text("SELECT name FROM model_versions"))}
+            for name in set(archives) - known:
+                db.execute(
+                    sa.text(
+                        "INSERT INTO model_versions (name, training_hash, trained_at, status) "
+                        "VALUES (:name, 'h', 0, 'retired')"
+                    ),
+                    {"name": name},
+                )
+    finally:
+        engine.dispose()
+    env = {**TEST_ENV, **cluster.env, "HANDOFF_MODEL_PATH": str(cluster.models)}
+    serving = http_json("GET", f"{cluster.servers[0].base_url}/health")[1]["model"]
+    target = next(name for name in archives if name != serving)
+
+    def handoff(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [HANDOFF, "models", *args], env=env, capture_output=True, text=True, timeout=120
+        )
+
+    promoted = await asyncio.to_thread(handoff, "promote", target, "--as", "maya")
+    assert promoted.returncode == 0, promoted.stderr
+    assert f"{target} is live" in promoted.stdout
+    assert not await asyncio.to_thread(every_process_serves, cluster, target)
+    listed = await asyncio.to_thread(handoff, "list")
+    live = next(line for line in listed.stdout.splitlines() if line.startswith(target))
+    assert " live " in live and "by maya" in live, listed.stdout
+    refused = await asyncio.to_thread(handoff, "promote", "assistant-nowhere.tar.gz")
+    assert refused.returncode == 2 and "no model archive" in refused.stderr
 
 
 async def test_disabling_an_agent_on_one_process_signs_it_out_on_another(
