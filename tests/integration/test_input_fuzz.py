@@ -71,6 +71,10 @@ ACTION_ERROR_CODES = {
     "unknown_agent",
     "illegal_transition",
     "invalid_field",
+    "unknown_approval",
+    "already_settled",
+    "unknown_intent",
+    "no_answer",
 }
 """What a frame the parser accepts may still get: a refused action, never ``internal``."""
 
