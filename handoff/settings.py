@@ -117,7 +117,8 @@ class Settings:
     approval_band: float = 0.0
     """Bot answers with confidence from the handoff threshold up to the threshold plus this
     wait for an online agent to approve, correct or replace them before the user sees them
-    (0: off; see :mod:`handoff.core.approvals`)."""
+    (0: off; see :mod:`handoff.core.approvals`); those that go out unchecked (nobody free,
+    or in time) join the verification queue."""
     approval_timeout: float = 20.0
     """Seconds a held answer waits for an agent; then it is sent as it is (and queued for
     verification)."""

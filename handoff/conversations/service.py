@@ -136,7 +136,10 @@ class ConversationService:
         self.hub = hub
         self.assistant = assistant
         self.policy = policy
-        self.teaching = Teaching(store, learning, assistant, policy, verification_band)
+        # An answer in the approval band that could not wait for a person (nobody free) is
+        # checked later instead, like any uncertain answer.
+        checked_band = max(verification_band, self.approval.band)
+        self.teaching = Teaching(store, learning, assistant, policy, checked_band)
         self.presence = presence
         self.locks = locks or ConversationLocks()
         self.shared = isinstance(self.locks, RedisConversationLocks)

@@ -61,7 +61,7 @@ async def held(user: UserClient, agent: AgentClient, text: str) -> dict[str, Any
     return offer
 
 
-async def test_with_no_agent_online_the_answer_goes_out_at_once(
+async def test_with_no_agent_online_the_answer_goes_out_at_once_and_is_verified_later(
     approving: RunningServer,
 ) -> None:
     user = await connect_user(approving)
@@ -70,6 +70,15 @@ async def test_with_no_agent_online_the_answer_goes_out_at_once(
         assert_is_response(answer, "utter_check_balance")
     finally:
         await user.close()
+    token = login(approving, "jon", "correct-horse-battery")
+    status, queued = http_json(
+        "GET",
+        f"{approving.base_url}/api/verifications",
+        headers={"Authorization": f"Bearer {token}", "Origin": approving.base_url},
+    )
+    assert status == 200
+    texts = [v["text"] for v in queued["verifications"]]
+    assert "what's my balance" in texts, texts  # unchecked, so it waits to be verified
 
 
 async def test_an_approved_answer_goes_out_and_becomes_a_review_candidate(

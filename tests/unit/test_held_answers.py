@@ -90,11 +90,14 @@ async def test_without_an_agent_online_the_answer_goes_out_at_once(build: Build)
     await world.service.user_message("c1", "m1", UNSURE, "web")
     assert user_types(await world.user_events("c1")) == ["ack", "bot"]
     assert await world.service.approvals.pending() == []
+    (queued,) = await world.learning.verifications()  # checked later instead
+    assert (queued.text, queued.reason) == (UNSURE, "uncertain")
 
 
 async def test_a_confident_answer_is_not_held(desk: World) -> None:
     await desk.service.user_message("c1", "m1", BALANCE, "web")
     assert user_types(await desk.user_events("c1")) == ["ack", "bot"]
+    assert await desk.learning.verifications() == []
 
 
 async def test_a_held_answer_waits_for_the_agent_and_goes_out_approved(desk: World) -> None:
