@@ -235,3 +235,48 @@ async def test_review_on_the_command_line(server: RunningServer) -> None:
     assert status == 200 and ids[0] not in [
         e["id"] for g in listed_api["groups"] for e in g["examples"]
     ]
+
+
+@pytest.mark.parametrize(
+    ("user", "query", "status", "code"),
+    [
+        ("vera", "?days=30", 403, "forbidden"),  # maintainers only
+        ("mia", "?days=0", 400, "invalid_field"),
+        ("mia", "?days=366", 400, "invalid_field"),
+        ("mia", "?days=%D9%A3", 400, "invalid_field"),  # a non-ASCII digit
+        ("mia", "?days=-1", 400, "invalid_field"),
+    ],
+)
+def test_bad_cockpit_requests_are_refused(
+    server: RunningServer, user: str, query: str, status: int, code: str
+) -> None:
+    got, body = call(server, "GET", f"/api/cockpit{query}", user)
+    assert (got, body["error"]["code"]) == (status, code), body
+
+
+def test_the_cockpit_answers_a_maintainer(server: RunningServer) -> None:
+    status, body = call(server, "GET", "/api/cockpit?days=7", "mia")
+    assert status == 200, body
+    assert len(body["days"]) == 7 and len(body["handoff_rate"]) == 7
+    assert body["serving"] and body["pending"].keys() == {"review", "verification", "held"}
+
+
+@pytest.mark.parametrize(
+    ("user", "body", "status", "code"),
+    [
+        ("vera", {"name": "assistant-x.tar.gz"}, 403, "forbidden"),
+        ("mia", {}, 400, "invalid_field"),
+        ("mia", {"name": 7}, 400, "invalid_field"),
+        ("mia", {"name": ""}, 400, "invalid_field"),
+        ("mia", {"name": "../handoff.db"}, 400, "invalid_field"),
+        ("mia", {"name": "assistant-nowhere.tar.gz"}, 400, "invalid_field"),
+        ("mia", [1, 2], 400, "invalid_json"),
+    ],
+)
+def test_bad_promotions_are_refused_and_change_nothing(
+    server: RunningServer, user: str, body: Any, status: int, code: str
+) -> None:
+    before = call(server, "GET", "/api/models", "mia")[1]
+    got, answer = call(server, "POST", "/api/models/promote", user, body)
+    assert (got, answer["error"]["code"]) == (status, code), answer
+    assert call(server, "GET", "/api/models", "mia")[1] == before

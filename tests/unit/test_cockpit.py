@@ -18,6 +18,8 @@ from handoff.learning.cockpit import (
     render_cockpit_html,
     wilson_interval,
 )
+from handoff.learning.loop import promotion_problem
+from handoff.settings import Settings
 from handoff.storage.learning_store import LearningStore, ModelVersion, NotFoundError
 from handoff.storage.migrate import upgrade
 from handoff.storage.store import Store
@@ -191,3 +193,16 @@ async def test_a_model_is_promoted_by_hand_and_the_previous_one_retires(tmp_path
             await learning.promote("assistant-z.tar.gz", by="maya")
     finally:
         await store.close()
+
+
+def test_a_promotion_by_hand_needs_a_models_folder_holding_the_archive(tmp_path: Path) -> None:
+    models = tmp_path / "models"
+    models.mkdir()
+    (models / "assistant-a.tar.gz").write_bytes(b"")
+    (tmp_path / "handoff.db").write_bytes(b"")
+    folder = Settings(model_path=models)
+    assert promotion_problem(folder, "assistant-a.tar.gz") is None
+    assert "no model archive" in (promotion_problem(folder, "assistant-b.tar.gz") or "")
+    assert "no model archive" in (promotion_problem(folder, "../handoff.db") or "")
+    one = Settings(model_path=models / "assistant-a.tar.gz")
+    assert "one archive" in (promotion_problem(one, "assistant-a.tar.gz") or "")

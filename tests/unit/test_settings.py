@@ -73,6 +73,11 @@ def test_overrides_of_none_are_ignored() -> None:
         ({"HANDOFF_ASSISTANT_WORKER_MODULE": "x; rm -rf /"}, "not a module name"),
         ({"HANDOFF_REDACT_PATTERNS": "card-(\\d+"}, "HANDOFF_REDACT_PATTERNS"),
         ({"HANDOFF_CONFIG": "/nonexistent/handoff.toml"}, "does not exist"),
+        ({"HANDOFF_APPROVAL_BAND": "1.5"}, "approval_band"),
+        ({"HANDOFF_APPROVAL_BAND": "some"}, "HANDOFF_APPROVAL_BAND"),
+        ({"HANDOFF_APPROVAL_TIMEOUT": "0"}, "approval_timeout"),
+        ({"HANDOFF_APPROVAL_TIMEOUT": "600"}, "at most 120"),
+        ({"HANDOFF_APPROVAL_SLOTS": "0"}, "approval_slots"),
     ],
 )
 def test_bad_values_name_the_setting(environ: dict[str, str], fragment: str) -> None:
