@@ -31,7 +31,13 @@ from rasa.shared.core.trackers import DialogueStateTracker
 
 from handoff.assistant.interface import BotTurn
 
-__all__ = ["bot_turn", "install_failure_probe", "recording_failures", "turn_start"]
+__all__ = [
+    "bot_turn",
+    "collected",
+    "install_failure_probe",
+    "recording_failures",
+    "turn_start",
+]
 
 SLOT_EXTRACTION = "action_extract_slots"
 """Slots Rasa fills from the user's message before predicting: logged without an action."""
@@ -79,6 +85,12 @@ def recording_failures() -> Iterator[list[dict[str, str]]]:
         _failures.reset(token)
 
 
+def collected(messages: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The bot messages a collecting output channel got, as the server passes them on
+    (without Rasa's ``recipient_id``)."""
+    return [{k: v for k, v in m.items() if k != "recipient_id"} for m in messages]
+
+
 def turn_start(tracker: DialogueStateTracker) -> int:
     """Index of the tracker's last user message: a turn's events follow it."""
     for index in range(len(tracker.events) - 1, -1, -1):
@@ -120,7 +132,7 @@ def bot_turn(
     }
     unique_failures = [dict(item) for item in {f["name"]: f for f in failures}.values()]
     return BotTurn(
-        messages=[{k: v for k, v in m.items() if k != "recipient_id"} for m in messages],
+        messages=collected(messages),
         actions=actions,
         slots=slots,
         active_loop=tracker.active_loop_name,

@@ -52,6 +52,7 @@ from rasa.shared.core.trackers import DialogueStateTracker
 
 from handoff.assistant.bot_turns import (
     bot_turn,
+    collected,
     install_failure_probe,
     recording_failures,
     turn_start,
@@ -320,10 +321,7 @@ class Assistant:
             ):
                 break
         return BotTurn(
-            messages=[
-                {key: value for key, value in m.items() if key != "recipient_id"}
-                for m in collector.messages
-            ],
+            messages=collected(collector.messages),
             actions=stopped_at,
         )
 
@@ -338,10 +336,7 @@ class Assistant:
         ends an active form and clears its slots."""
         collector = CollectingOutputChannel()
         await self.worker.run(self._append_to_tracker(conversation_id, changes, collector))
-        return [
-            {key: value for key, value in message.items() if key != "recipient_id"}
-            for message in collector.messages
-        ]
+        return collected(collector.messages)
 
     async def _append_to_tracker(
         self,

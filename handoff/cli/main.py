@@ -229,7 +229,7 @@ def _serve(args: argparse.Namespace) -> int:
 
     try:
         endpoints = read_endpoints(settings.endpoints_path())
-        app = create_app(settings)
+        app = create_app(settings, endpoints)
     except EndpointsError as error:
         print(f"handoff serve: {error}", file=sys.stderr)
         return 2

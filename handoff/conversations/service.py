@@ -398,9 +398,7 @@ class ConversationService:
         if (
             intent is None
             or not in_approval_band(confidence, threshold, self.approval.band)
-            or not may_hold(turn.messages, turn.actions)
-            or turn.handed_off_by is not None
-            or turn.failed_actions
+            or not may_hold(turn.messages, turn.actions)  # so no action handed off or failed
         ):
             return False
         online = [p.agent_id for p in self.presence.snapshot() if p.status == "online"]
@@ -475,6 +473,8 @@ class ConversationService:
                 "not_assigned", f"held answer {approval_id} was offered to another agent"
             )
         assistant = await self.assistant.get()
+        message = await self.store.message(held.message_id)
+        assert message is not None
         if intent is not None:
             if not INTENT_NAME_PATTERN.match(intent):
                 raise ActionError("invalid_field", INTENT_NAME_RULE)
@@ -486,8 +486,6 @@ class ConversationService:
                 )
         if decision == "correct":
             assert intent is not None
-            message = await self.store.message(held.message_id)
-            assert message is not None
             preview = await assistant.preview(
                 held.conversation_id,
                 message.text,
@@ -508,7 +506,7 @@ class ConversationService:
                 raise ActionError(
                     "already_settled", f"held answer {approval_id} was already sent ({ended})"
                 )
-            await self._settle(current, outcome, agent, intent=intent, text=text)
+            await self._settle(current, outcome, agent, intent=intent, text=text, message=message)
 
     async def _settle(
         self,
@@ -517,9 +515,11 @@ class ConversationService:
         agent: Agent | None,
         intent: str | None = None,
         text: str | None = None,
+        message: Message | None = None,
     ) -> None:
         """End ``held`` with ``outcome`` and do what it says (caller holds the conversation's
-        lock). Does nothing if something else ended it first."""
+        lock; ``message``: the held user message, if the caller read it already). Does
+        nothing if something else ended it first."""
         settled = await self.approvals.settle(
             held.id,
             outcome,
@@ -530,7 +530,7 @@ class ConversationService:
         if settled is None:
             return
         conversation_id = held.conversation_id
-        message = await self.store.message(held.message_id)
+        message = message or await self.store.message(held.message_id)
         assert message is not None
         if outcome in ("approved", "timed_out", "superseded"):
             await self._say(conversation_id, held.draft, in_reply_to=held.client_id)

@@ -168,7 +168,6 @@ def build_cockpit(
         ],
         "labels": taught,
         "approvals": approvals,
-        "held_answers": len(rows.get("held", [])),
         "fallback_by_intent": sorted(
             (
                 {"intent": intent, "rate": counts["rate"], "messages": counts["messages"]}

@@ -133,14 +133,3 @@ class ApprovalStore:
         async with self.engine.connect() as db:
             rows = await db.execute(query)
         return Counter({int(agent): int(count) for agent, count in rows})
-
-    async def decided_since(self, since: float) -> list[Approval]:
-        """Held answers settled after ``since`` (for reports)."""
-        query = (
-            schema.approvals.select()
-            .where(A.status != "pending", A.settled_at >= since)
-            .order_by(A.id)
-        )
-        async with self.engine.connect() as db:
-            rows = await db.execute(query)
-        return [_approval(row) for row in rows]

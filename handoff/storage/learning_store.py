@@ -500,7 +500,6 @@ class LearningStore:
             labels = await db.execute(
                 sa.select(C.source, C.created_at).where(C.kind == "example", C.created_at >= since)
             )
-            held = await db.execute(sa.select(a.status, a.created_at).where(a.created_at >= since))
             pending = {
                 "review": (
                     await db.execute(sa.select(sa.func.count()).where(C.status == "pending"))
@@ -516,7 +515,6 @@ class LearningStore:
                 "handoffs": [dict(r._mapping) for r in handoffs],
                 "user_messages": [dict(r._mapping) for r in user_messages],
                 "examples": [dict(r._mapping) for r in labels],
-                "held": [dict(r._mapping) for r in held],
                 "pending": [pending],
             }
 

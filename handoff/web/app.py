@@ -11,7 +11,7 @@ from pathlib import Path
 from sanic import Sanic
 
 from handoff.assistant.action_server import ActionServer, plan_action_server
-from handoff.assistant.endpoints import check_agreement, read_endpoints
+from handoff.assistant.endpoints import RasaEndpoints, check_agreement, read_endpoints
 from handoff.assistant.heap import tune_collector_for_serving
 from handoff.assistant.interface import AssistantApi, AssistantRuntime
 from handoff.assistant.model_files import resolve_model_path
@@ -64,19 +64,19 @@ def handoff_policy(settings: Settings) -> HandoffPolicy:
     )
 
 
-def create_app(settings: Settings) -> Sanic:
+def create_app(settings: Settings, endpoints: RasaEndpoints | None = None) -> Sanic:
     """Build the server. Storage opens before it listens; the model loads in the background
     once it listens, and ``/health`` answers 503 until it is ready. The project's action
     server (if this process runs it) starts beside the model. Raises
     :class:`~handoff.assistant.endpoints.EndpointsError` for an endpoints.yml it cannot
-    honour."""
+    honour. ``endpoints``: the project's endpoints, if the caller read them already."""
     app = Sanic(APP_NAME, error_handler=JsonApiErrorHandler(), configure_logging=False)
     app.config.REQUEST_MAX_SIZE = MAX_REST_BODY_BYTES
     app.config.WEBSOCKET_MAX_SIZE = WEBSOCKET_MAX_SIZE
     app.config.WEBSOCKET_PING_INTERVAL = 20
     app.config.WEBSOCKET_PING_TIMEOUT = settings.websocket_ping_timeout
     queue_websocket_messages()
-    endpoints = read_endpoints(settings.endpoints_path())
+    endpoints = endpoints or read_endpoints(settings.endpoints_path())
     check_agreement(
         endpoints,
         tracker_database_url=tracker_database_url(settings.database_url),

@@ -147,6 +147,14 @@ async def test_thumbs_down_in_the_chat_is_verified_and_reviewed_in_the_console(
     ]
 
 
+async def claim_in_console(page: Any, server: RunningServer, agent: str, user: Any) -> None:
+    """Sign ``agent`` in to the console and claim ``user``'s queued conversation there."""
+    await sign_in_to_console(page, server, agent)
+    item = page.locator(f"#queue li[data-conversation-id='{user.conversation_id}']")
+    await item.locator("button.claim").click()
+    await user.expect("handoff", status="agent_joined")
+
+
 async def test_the_agent_sees_what_the_bots_actions_did_and_the_form_resumes_on_hand_back(
     server: RunningServer, page: Any
 ) -> None:
@@ -156,10 +164,7 @@ async def test_the_agent_sees_what_the_bots_actions_did_and_the_form_resumes_on_
     frames = await user.say("can I talk to a person please")
     assert frames[0]["status"] == "queued"
 
-    await sign_in_to_console(page, server, "erin")
-    item = page.locator(f"#queue li[data-conversation-id='{user.conversation_id}']")
-    await item.locator("button.claim").click()
-    await user.expect("handoff", status="agent_joined")
+    await claim_in_console(page, server, "erin", user)
 
     slots = page.locator("#chat-slots")
     await slots.wait_for()
@@ -187,10 +192,7 @@ async def test_the_bots_draft_is_offered_and_sent_with_the_keyboard(
     frames = await user.say("can I talk to a person please")
     assert frames[0]["status"] == "queued"
 
-    await sign_in_to_console(page, server, "fay")
-    item = page.locator(f"#queue li[data-conversation-id='{user.conversation_id}']")
-    await item.locator("button.claim").click()
-    await user.expect("handoff", status="agent_joined")
+    await claim_in_console(page, server, "fay", user)
 
     await user.say("what is my current balance", answered=False)
     await page.locator("#draft-intent", has_text="check_balance").wait_for()

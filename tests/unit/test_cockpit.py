@@ -127,7 +127,6 @@ def rows() -> dict[str, list[dict[str, object]]]:
             {"source": "approval", "created_at": today},
             {"source": "correction", "created_at": yesterday},
         ],
-        "held": [{"status": "approved", "created_at": today}],
         "pending": [{"review": 4, "verification": 2, "held": 0}],
     }
 
