@@ -32,6 +32,8 @@ const state = {
   signingOut: false,
   approvals: new Map(), // approval id -> held bot answer waiting for this agent
   drafts: new Map(), // conversation id -> the bot's answer to its last user message
+  earlyMessages: new Map(), // conversation id -> messages that came before its transcript
+  earlyIntents: new Map(), // message id -> guesses that came before their message was shown
 };
 
 function el(tag, className, text) {
@@ -449,7 +451,9 @@ function loadTranscript(transcript) {
   conversation.reason = transcript.handoff_reason;
   conversation.slots = transcript.slots || {};
   conversation.activeLoop = transcript.active_loop || null;
-  conversation.messages = transcript.messages;
+  const early = state.earlyMessages.get(conversation.id) || [];
+  state.earlyMessages.delete(conversation.id);
+  conversation.messages = mergedMessages([...(conversation.messages || []), ...early], transcript.messages);
   state.conversations.set(conversation.id, conversation);
   if (!state.active) state.active = conversation.id;
   renderMine();
@@ -457,8 +461,22 @@ function loadTranscript(transcript) {
   requestDraft(conversation);
 }
 
+// A transcript is read a moment before it arrives: what came as events meanwhile (messages
+// and guesses, also before the conversation was on screen at all) is newer and is kept.
+function mergedMessages(shown, transcribed) {
+  const before = new Map(shown.map((m) => [m.message_id, m]));
+  const merged = transcribed.map((m) => {
+    const old = before.get(m.message_id);
+    before.delete(m.message_id);
+    if (!old) return m;
+    return { ...m, intents: m.intents ?? old.intents ?? null, label: m.label ?? old.label ?? null };
+  });
+  return [...merged, ...before.values()].map(withEarlyIntents);
+}
+
 function dropConversation(id) {
   state.conversations.delete(id);
+  state.earlyMessages.delete(id);
   if (state.active === id) state.active = state.conversations.keys().next().value || null;
   renderMine();
   renderChat();
@@ -466,21 +484,33 @@ function dropConversation(id) {
 
 function addMessage(conversationId, message) {
   const conversation = state.conversations.get(conversationId);
-  if (!conversation) return;
+  if (!conversation) { // its transcript is still on its way: kept until it comes
+    state.earlyMessages.set(conversationId, [...(state.earlyMessages.get(conversationId) || []), message]);
+    return;
+  }
   if (conversation.messages.some((m) => m.message_id === message.message_id)) return;
-  conversation.messages.push(message);
+  conversation.messages.push(withEarlyIntents(message));
   if (message.sender === "user") conversation.typing = false;
   renderMine();
   if (state.active === conversationId) renderChat();
 }
 
+// Guesses can arrive before their message is on screen (a transcript read a moment before
+// they were stored): they are kept until it is.
+function withEarlyIntents(message) {
+  const early = state.earlyIntents.get(message.message_id);
+  if (early === undefined) return message;
+  state.earlyIntents.delete(message.message_id);
+  return message.intents == null ? { ...message, intents: early } : message;
+}
+
 function setIntents(conversationId, messageId, ranking) {
   const conversation = state.conversations.get(conversationId);
   const message = conversation && conversation.messages.find((m) => m.message_id === messageId);
-  if (!message) return;
+  if (!message) { state.earlyIntents.set(messageId, ranking); return; }
   message.intents = ranking;
   if (state.active === conversationId) renderChat();
-  if (lastUserMessage(conversation) === message) requestDraft(conversation);
+  if (isLastUserMessage(conversation, message)) requestDraft(conversation);
 }
 
 function setLabel(conversationId, messageId, intent) {
@@ -489,11 +519,17 @@ function setLabel(conversationId, messageId, intent) {
   if (!message) return;
   message.label = intent;
   if (state.active === conversationId) renderChat();
-  if (lastUserMessage(conversation) === message) requestDraft(conversation, intent);
+  if (isLastUserMessage(conversation, message)) requestDraft(conversation, intent);
 }
 
 function lastUserMessage(conversation) {
   return [...conversation.messages].reverse().find((m) => m.sender === "user");
+}
+
+// By id: a transcript loaded again holds new objects for the same messages.
+function isLastUserMessage(conversation, message) {
+  const last = lastUserMessage(conversation);
+  return Boolean(last) && last.message_id === message.message_id;
 }
 
 // The bot's answer to the last user message (for its top guess, or the intent the agent
@@ -504,7 +540,7 @@ function requestDraft(conversation, intent) {
   const frame = { type: "suggest", id: newId(), message_id: message.message_id };
   if (intent) frame.intent = intent;
   send(frame, (ack) => {
-    if (lastUserMessage(conversation) !== message) return; // a newer message came meanwhile
+    if (!isLastUserMessage(conversation, message)) return; // a newer message came meanwhile
     state.drafts.set(conversation.id, ack);
     if (state.active === conversation.id) renderDraft(conversation);
   });
