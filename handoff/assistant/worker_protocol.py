@@ -34,7 +34,6 @@ status 3. An ``error`` answer is the worker's exception; the worker stays up.
 from __future__ import annotations
 
 import asyncio
-import json
 import struct
 from collections.abc import Sequence
 from typing import Any
@@ -46,6 +45,7 @@ from handoff.assistant.tracker_changes import (
     TrackerChange,
     TurnReverted,
 )
+from handoff.core import json_codec
 from handoff.core.errors import HandoffError
 
 __all__ = [
@@ -89,7 +89,7 @@ class FrameError(HandoffError, ValueError):
 
 def encode_frame(message: dict[str, Any]) -> bytes:
     """``message`` as one frame: length prefix and compact JSON."""
-    body = json.dumps(message, separators=(",", ":"), ensure_ascii=False).encode("utf-8")
+    body = json_codec.dumps(message)
     if len(body) > MAX_FRAME_BYTES:
         raise FrameError(f"frame of {len(body)} bytes is over the {MAX_FRAME_BYTES}-byte limit")
     return _LENGTH.pack(len(body)) + body
@@ -98,8 +98,8 @@ def encode_frame(message: dict[str, Any]) -> bytes:
 def decode_frame_body(body: bytes) -> dict[str, Any]:
     """The JSON object in a frame's body; :class:`FrameError` if it is not one."""
     try:
-        message = json.loads(body.decode("utf-8"))
-    except (UnicodeDecodeError, ValueError) as error:
+        message = json_codec.loads(body)
+    except ValueError as error:  # orjson's error is one, invalid UTF-8 included
         raise FrameError(f"frame is not UTF-8 JSON: {error}") from None
     if not isinstance(message, dict):
         raise FrameError(f"frame is a JSON {type(message).__name__}, not an object")

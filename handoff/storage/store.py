@@ -9,7 +9,6 @@ timeout; PostgreSQL works by URL. Accounts and sessions live in :mod:`.accounts`
 
 from __future__ import annotations
 
-import json
 import sqlite3
 import time
 from collections.abc import Callable, Coroutine, Sequence
@@ -20,6 +19,7 @@ import sqlalchemy as sa
 from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
 
+from handoff.core import json_codec
 from handoff.core.routing import Conversation, State
 from handoff.storage import schema
 from handoff.storage.accounts import Accounts
@@ -477,7 +477,7 @@ async def _exists(db: AsyncConnection, conversation_id: str) -> bool:
 # The relay path on the inline SQLite connection: the same statements as SQL text on the
 # driver's cursor. SQLAlchemy's execute (compiling, caching, parameter and result processing)
 # cost several times the statement itself there. JSON columns are stored as SQLAlchemy
-# stores them (json.dumps, so None is 'null').
+# reads them (compact JSON text; None is 'null').
 def _columns(table: sa.Table) -> list[str]:
     return [column.name for column in table.c]
 
@@ -537,7 +537,7 @@ async def _message_by_client_id(
             return None
         values = dict(zip(_MESSAGE_COLUMNS, raw, strict=True))
         for name in _MESSAGE_JSON:
-            values[name] = None if values[name] is None else json.loads(values[name])
+            values[name] = None if values[name] is None else json_codec.loads(values[name])
         return Message(**values)
     parameters = {
         "b_conversation_id": conversation_id,
@@ -552,7 +552,7 @@ async def _insert_message(db: AsyncConnection, values: dict[str, Any]) -> int:
     """Insert a message row; raises ``sa.exc.IntegrityError`` on a duplicate client id."""
     if inline := _inline(db):
         row = [
-            json.dumps(values[name]) if name in _MESSAGE_JSON else values[name]
+            json_codec.dumps_text(values[name]) if name in _MESSAGE_JSON else values[name]
             for name in _MESSAGE_VALUES
         ]
         try:
@@ -567,7 +567,7 @@ async def _set_intent_ranking(
     db: AsyncConnection, message_id: int, ranking: list[dict[str, Any]]
 ) -> None:
     if inline := _inline(db):
-        inline.run(_SQL_SET_INTENT_RANKING, (json.dumps(ranking), message_id))
+        inline.run(_SQL_SET_INTENT_RANKING, (json_codec.dumps_text(ranking), message_id))
         return
     await db.execute(_SET_INTENT_RANKING, {"b_message_id": message_id, "b_ranking": ranking})
 
@@ -590,7 +590,7 @@ async def _append_event(db: AsyncConnection, event: NewEvent, now: float) -> Eve
             event.conversation_id,
             event.agent_id,
             event.type,
-            json.dumps(event.payload),
+            json_codec.dumps_text(event.payload),
             now,
         )
         event_id = int(inline.run(_SQL_INSERT_EVENT, values).lastrowid or 0)

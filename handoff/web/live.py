@@ -4,7 +4,6 @@ frames and hub events in order, catch-up by event id, and a per-connection rate 
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 import time
 from collections.abc import Awaitable, Callable
@@ -15,6 +14,7 @@ from websockets.connection import OPEN
 from websockets.exceptions import ConnectionClosed
 
 from handoff.conversations.service import ActionError
+from handoff.core import json_codec
 from handoff.core.errors import HandoffError, InternalError
 from handoff.core.protocol import error_frame
 from handoff.core.safe_json import ProtocolError, peek_client_id
@@ -102,7 +102,8 @@ class LiveConnection:
         self._wake.set()
 
     async def send_now(self, frame: dict[str, Any]) -> None:
-        await self.ws.send(json.dumps(frame, ensure_ascii=False))
+        """Send ``frame`` at once (before the writer runs), e.g. the first frame."""
+        await send_texts(self.ws, [json_codec.dumps(frame)])
 
     async def catch_up(
         self, last_event_id: int, fetch: Callable[[int], Awaitable[list[Event]]]
@@ -111,15 +112,15 @@ class LiveConnection:
         await send_texts(self.ws, [text for text in texts if text is not None])
         self.last_sent_event_id = max(self.last_sent_event_id, last_event_id)
 
-    def _event_text(self, event: Event) -> str | None:
-        """The event's frame as text, None if it was sent already; counts it as sent."""
+    def _event_text(self, event: Event) -> bytes | None:
+        """The event's frame, encoded, None if it was sent already; counts it as sent."""
         if event.id and event.id <= self.last_sent_event_id:
             return None
         if event.id:
             self.last_sent_event_id = event.id
-        return json.dumps(event_frame(event), ensure_ascii=False)
+        return json_codec.dumps(event_frame(event))
 
-    async def _event_texts(self, event: Event) -> list[str]:
+    async def _event_texts(self, event: Event) -> list[bytes]:
         if self.fetch is None or not event.id:
             text = self._event_text(event)
             return [] if text is None else [text]
@@ -137,9 +138,9 @@ class LiveConnection:
             while True:
                 await self._wake.wait()
                 self._wake.clear()  # what is queued from here on sets it again
-                texts: list[str] = []
+                texts: list[bytes] = []
                 while not self._direct.empty():
-                    texts.append(json.dumps(self._direct.get_nowait(), ensure_ascii=False))
+                    texts.append(json_codec.dumps(self._direct.get_nowait()))
                 while not self.subscription.queue.empty():
                     texts.extend(await self._event_texts(self.subscription.queue.get_nowait()))
                 await send_texts(self.ws, texts)  # one write for the burst

@@ -12,9 +12,10 @@ what arrived after its ``recv``. ``recv``, ``recv_burst`` and ``recv_streaming``
 (a message is one chunk), and so do close and cancellation, which sanic handles outside the
 assembler.
 
-Writing: :func:`send_texts` frames several messages and writes them to the socket at once
-(one system call instead of one per message), under the connection's send lock as sanic's
-``send``.
+Writing: :func:`send_texts` frames several messages, already encoded as UTF-8 (our frames
+are encoded to bytes once, :mod:`handoff.core.json_codec`), and writes them to the socket at
+once (one system call instead of one per message), under the connection's send lock as
+sanic's ``send``.
 """
 
 from __future__ import annotations
@@ -122,17 +123,14 @@ def take_queued(ws: Any) -> list[Data]:
     return assembler.take() if isinstance(assembler, QueuedMessages) else []
 
 
-async def send_texts(ws: Any, texts: list[str]) -> None:
-    """Send ``texts`` as text messages, in order, with one write. On a closed connection it
-    raises as sanic's ``send`` does."""
-    if len(texts) == 1:
-        await ws.send(texts[0])
-        return
+async def send_texts(ws: Any, texts: list[bytes]) -> None:
+    """Send ``texts`` (each a UTF-8 encoded text message) in order, with one write. On a
+    closed connection it raises as sanic's ``send`` does."""
     if not texts:
         return
     async with ws.conn_mutex:
         if ws.connection.state is not OPEN:
             raise WebsocketClosed("Cannot write to websocket interface after it is closed.")
         for text in texts:
-            ws.connection.send_text(text.encode("utf-8"))
+            ws.connection.send_text(text)
         await ws.io_proto.send(b"".join(ws.connection.data_to_send()))

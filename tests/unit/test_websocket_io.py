@@ -4,7 +4,6 @@ websockets' own frame parser; the integration tests cover them on a running serv
 from __future__ import annotations
 
 import asyncio
-from typing import Any
 
 import pytest
 from websockets.connection import CLOSED, OPEN, Connection, Side
@@ -84,38 +83,42 @@ class FakeWebsocket:
         self.connection = Connection(Side.SERVER, state=OPEN)
         self.conn_mutex = asyncio.Lock()
         self.written: list[bytes] = []
-        self.sent_one: list[str] = []
         self.io_proto = self
 
-    async def send(self, data: Any) -> None:  # io_proto.send and ws.send both
-        if isinstance(data, str):
-            self.sent_one.append(data)
-        else:
-            self.written.append(data)
+    async def send(self, data: bytes) -> None:
+        self.written.append(data)
 
 
-def parsed(data: bytes) -> list[str]:
+def parsed(data: bytes) -> list[tuple[Opcode, str]]:
     client = Connection(Side.CLIENT, state=OPEN)
     client.receive_data(data)
-    return [event.data.decode() for event in client.events_received() if isinstance(event, Frame)]
+    return [
+        (event.opcode, event.data.decode())
+        for event in client.events_received()
+        if isinstance(event, Frame)
+    ]
 
 
-async def test_send_texts_frames_a_burst_in_one_write() -> None:
+async def test_send_texts_frames_a_burst_of_encoded_texts_in_one_write() -> None:
     ws = FakeWebsocket()
-    await send_texts(ws, ["a", "ß", '{"type": "ack"}'])
+    await send_texts(ws, [b"a", "ß".encode(), b'{"type":"ack"}'])
     assert len(ws.written) == 1
-    assert parsed(ws.written[0]) == ["a", "ß", '{"type": "ack"}']
-    await send_texts(ws, ["one"])
-    assert ws.sent_one == ["one"]
+    assert parsed(ws.written[0]) == [
+        (Opcode.TEXT, "a"),
+        (Opcode.TEXT, "ß"),
+        (Opcode.TEXT, '{"type":"ack"}'),
+    ]
+    await send_texts(ws, [b"one"])  # bytes, and still a text message
+    assert parsed(ws.written[1]) == [(Opcode.TEXT, "one")]
     await send_texts(ws, [])
-    assert len(ws.written) == 1
+    assert len(ws.written) == 2
 
 
 async def test_send_texts_refuses_a_closed_connection() -> None:
     ws = FakeWebsocket()
     ws.connection.state = CLOSED
     with pytest.raises(Exception, match="closed"):
-        await send_texts(ws, ["a", "b"])
+        await send_texts(ws, [b"a", b"b"])
     assert ws.written == []
 
 
