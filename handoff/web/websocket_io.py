@@ -48,7 +48,7 @@ class QueuedMessages:
         self.protocol = protocol
         self.limit = limit
         self.messages: deque[Data] = deque()
-        self._arrived = asyncio.Event()
+        self._waiters: deque[asyncio.Future[Data | None]] = deque()
         self._chunks: list[Data] = []
         self._decoder: codecs.IncrementalDecoder | None = None
         self._paused = False
@@ -70,20 +70,34 @@ class QueuedMessages:
         self.messages.append(joiner.join(self._chunks))  # type: ignore[arg-type]
         self._chunks = []
         self._decoder = None
-        self._arrived.set()
+        while self._waiters and self.messages:
+            waiter = self._waiters.popleft()
+            if not waiter.done():  # else given up (recv cancelled, timed out)
+                waiter.set_result(self._pop())
         if len(self.messages) >= self.limit and not self._paused:
             self._paused = bool(self.protocol.pause_frames())
 
-    async def get(self, timeout: float | None = None) -> Data | None:
-        """The next message; None if ``timeout`` (s) passes first (0: only if one is here)."""
-        while not self.messages:
-            if timeout is not None and timeout <= 0:
-                return None
-            try:
-                await asyncio.wait_for(self._arrived.wait(), timeout)
-            except asyncio.TimeoutError:
-                return None
-        return self._pop()
+    def get(self, timeout: float | None = None) -> asyncio.Future[Data | None]:
+        """The next message; None if ``timeout`` (s) passes first (0: only if one is here).
+
+        A future, not a coroutine: sanic's ``recv`` waits for it together with its own
+        cancellation, and when the server stops while it waits, a coroutine would have been
+        wrapped in a task that is destroyed pending (an error in the log at every shutdown);
+        a bare future is dropped quietly."""
+        loop = asyncio.get_running_loop()
+        result: asyncio.Future[Data | None] = loop.create_future()
+        if self.messages:
+            result.set_result(self._pop())
+        elif timeout is not None and timeout <= 0:
+            result.set_result(None)
+        else:
+            while self._waiters and self._waiters[0].done():
+                self._waiters.popleft()  # given up before a message came
+            self._waiters.append(result)
+            if timeout is not None:
+                expiry = loop.call_later(timeout, _resolve, result, None)
+                result.add_done_callback(lambda _: expiry.cancel())
+        return result
 
     async def get_iter(self) -> AsyncIterator[Data]:
         message = await self.get()
@@ -94,14 +108,11 @@ class QueuedMessages:
         """Every message queued now, oldest first."""
         taken = list(self.messages)
         self.messages.clear()
-        self._arrived.clear()
         self._resume()
         return taken
 
     def _pop(self) -> Data:
         message = self.messages.popleft()
-        if not self.messages:
-            self._arrived.clear()
         self._resume()
         return message
 
@@ -109,6 +120,11 @@ class QueuedMessages:
         if self._paused and len(self.messages) < self.limit:
             self._paused = False
             self.protocol.resume_frames()
+
+
+def _resolve(future: asyncio.Future[Data | None], value: Data | None) -> None:
+    if not future.done():
+        future.set_result(value)
 
 
 def install() -> None:

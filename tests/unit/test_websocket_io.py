@@ -55,10 +55,28 @@ async def test_fragmented_text_binary_and_control_frames() -> None:
 async def test_get_waits_for_a_message_and_times_out() -> None:
     queued = QueuedMessages(FakeProtocol())
     assert await queued.get(timeout=0.01) is None
-    waiting = asyncio.create_task(queued.get())
+    waiting = queued.get()
     await asyncio.sleep(0)
     await queued.put(text("late"))
     assert await waiting == "late"
+
+
+async def test_a_read_given_up_leaves_the_message_for_the_next_and_no_task_behind() -> None:
+    """As sanic's recv waits: the message future beside its own cancellation future. A
+    future, not a task, is left when the socket closes (no "Task was destroyed" at shutdown)."""
+    queued = QueuedMessages(FakeProtocol())
+    tasks_before = len(asyncio.all_tasks())
+    cancel: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+    read = queued.get()
+    assert isinstance(read, asyncio.Future)
+    cancel.cancel()  # the socket closed
+    done, pending = await asyncio.wait((cancel, read), return_when=asyncio.FIRST_COMPLETED)
+    assert done == {cancel}
+    assert len(asyncio.all_tasks()) == tasks_before
+    for waiting in pending:
+        waiting.cancel()
+    await queued.put(text("after"))
+    assert await queued.get() == "after"
 
 
 async def test_reading_pauses_at_the_limit_and_resumes_when_taken() -> None:
