@@ -36,9 +36,11 @@ def _plain(value: Any) -> Any:
 
 
 def dumps(value: Any) -> bytes:
-    """``value`` as compact UTF-8 JSON bytes."""
+    """``value`` as compact UTF-8 JSON bytes, safe to keep: orjson's own result holds a
+    buffer of at least 4 KiB whatever its length, so a short frame kept (the last burst a
+    connection sent, a queued frame) would cost 4 KiB; it is copied to its own size."""
     try:
-        return orjson.dumps(value, default=_plain, option=_OPTIONS)
+        return bytes(memoryview(orjson.dumps(value, default=_plain, option=_OPTIONS)))
     except TypeError:
         # orjson refuses integers beyond 64 bits; the standard library writes them.
         return json.dumps(value, separators=(",", ":"), ensure_ascii=False).encode("utf-8")
@@ -46,7 +48,10 @@ def dumps(value: Any) -> bytes:
 
 def dumps_text(value: Any) -> str:
     """``value`` as compact JSON text (for a text column)."""
-    return dumps(value).decode("utf-8")
+    try:
+        return orjson.dumps(value, default=_plain, option=_OPTIONS).decode("utf-8")
+    except TypeError:
+        return json.dumps(value, separators=(",", ":"), ensure_ascii=False)
 
 
 def loads(data: bytes | str) -> Any:
