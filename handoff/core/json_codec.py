@@ -26,8 +26,6 @@ _OPTIONS = orjson.OPT_NON_STR_KEYS | orjson.OPT_SERIALIZE_NUMPY
 
 def _plain(value: Any) -> Any:
     """What ``json.dumps`` writes for a value orjson does not know."""
-    if isinstance(value, bool):
-        return bool(value)
     if isinstance(value, int):
         return int(value)
     if isinstance(value, float):
@@ -35,23 +33,24 @@ def _plain(value: Any) -> Any:
     raise TypeError(f"Object of type {type(value).__name__} is not JSON serializable")
 
 
-def dumps(value: Any) -> bytes:
-    """``value`` as compact UTF-8 JSON bytes, safe to keep: orjson's own result holds a
-    buffer of at least 4 KiB whatever its length, so a short frame kept (the last burst a
-    connection sent, a queued frame) would cost 4 KiB; it is copied to its own size."""
+def _encoded(value: Any) -> bytes:
+    """orjson's encoding of ``value`` (the standard library's beyond 64-bit integers, which
+    orjson refuses). orjson's result holds a buffer of at least 4 KiB whatever its length."""
     try:
-        return bytes(memoryview(orjson.dumps(value, default=_plain, option=_OPTIONS)))
+        return orjson.dumps(value, default=_plain, option=_OPTIONS)
     except TypeError:
-        # orjson refuses integers beyond 64 bits; the standard library writes them.
         return json.dumps(value, separators=(",", ":"), ensure_ascii=False).encode("utf-8")
+
+
+def dumps(value: Any) -> bytes:
+    """``value`` as compact UTF-8 JSON bytes, copied to their own size so that keeping them
+    (the last burst a connection sent, a queued frame) costs their length, not 4 KiB."""
+    return bytes(memoryview(_encoded(value)))
 
 
 def dumps_text(value: Any) -> str:
     """``value`` as compact JSON text (for a text column)."""
-    try:
-        return orjson.dumps(value, default=_plain, option=_OPTIONS).decode("utf-8")
-    except TypeError:
-        return json.dumps(value, separators=(",", ":"), ensure_ascii=False)
+    return _encoded(value).decode("utf-8")
 
 
 def loads(data: bytes | str) -> Any:
