@@ -41,6 +41,7 @@ import random
 import resource
 import subprocess
 import sys
+import tempfile
 import time
 import uuid
 from collections import Counter, OrderedDict
@@ -52,7 +53,7 @@ from websockets.client import connect
 from websockets.exceptions import ConnectionClosed
 
 from benchmarks.relay_latency import PASSWORD, login, percentile
-from benchmarks.server_process import rss_with_children, running_server
+from benchmarks.server_process import rss_with_children, running_server, serving_process
 
 ROOT = Path(__file__).resolve().parent.parent
 BIN = Path(sys.executable).parent
@@ -420,10 +421,16 @@ def create_agents(database_url: str, base: str, count: int) -> list[str]:
 
 
 async def measure(
-    args: argparse.Namespace, base: str, pid: int, database_url: str
+    args: argparse.Namespace, base: str, pid: int, database_url: str | None
 ) -> dict[str, Any]:
+    """Run the levels against the server at ``base`` (process ``pid``); agents are created in
+    ``database_url``, or none are (the floor server takes any token)."""
     load = Load(base, args.agents)
-    tokens = create_agents(database_url, base, args.agents)
+    tokens = (
+        create_agents(database_url, base, args.agents)
+        if database_url is not None
+        else [f"floor{index}" for index in range(args.agents)]
+    )
     await load.connect_agents(tokens)
     # Warm up the bot turn and the relay path before the memory baseline.
     await load.open_until(2)
@@ -505,6 +512,16 @@ async def measure(
     return results
 
 
+def measure_floor(args: argparse.Namespace) -> dict[str, Any]:
+    """:func:`measure` against ``benchmarks.relay_floor`` in a process of its own."""
+    base = f"http://127.0.0.1:{args.port}"
+    command = [sys.executable, "-m", "benchmarks.relay_floor", "--port", str(args.port)]
+    workdir = Path(tempfile.mkdtemp(prefix="handoff-floor-"))
+    print(f"Starting the floor server (benchmarks.relay_floor) on port {args.port}...")
+    with serving_process(command, f"{base}/health", workdir, dict(os.environ), "Floor") as pid:
+        return asyncio.run(measure(args, base, pid, None))
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(
         description=__doc__.split("\n\n")[0],
@@ -563,8 +580,20 @@ def main() -> int:
         help="the server process alone: its worker is benchmarks.null_worker (no model; every "
         "conversation hands off at once, intent guesses are instant)",
     )
+    parser.add_argument(
+        "--floor",
+        action="store_true",
+        help="measure benchmarks.relay_floor instead of our server: bare sanic + websockets "
+        "sending the same frames, with no store, routing or assistant (the floor to compare "
+        "the relay alone with, on the same machine and hour)",
+    )
     parser.add_argument("--json", type=Path, help="write the results as JSON here")
     args = parser.parse_args()
+    if args.floor and (args.checkout or args.no_assistant or args.assistant_workers is not None):
+        parser.error(
+            "--floor runs no server of ours: leave out --checkout, --no-assistant and "
+            "--assistant-workers"
+        )
     if min(args.levels) < 1 or args.agents < 1 or args.rate <= 0 or args.duration <= 0:
         parser.error("levels and --agents must be at least 1; --rate and --duration positive")
     if args.overload_s <= 0 or args.stall <= 0 or args.search_steps < 0 or args.resolution < 1:
@@ -590,13 +619,18 @@ def main() -> int:
     if limit[0] < wanted:
         resource.setrlimit(resource.RLIMIT_NOFILE, (min(wanted, limit[1]), limit[1]))
     started = time.perf_counter()
-    with running_server(args.port, args.model, server_env, args.checkout) as server:
-        database_url = f"sqlite:///{server.workdir / 'bench.db'}"
-        results = asyncio.run(measure(args, server.base, server.pid, database_url))
+    if args.floor:
+        results = measure_floor(args)
+    else:
+        with running_server(args.port, args.model, server_env, args.checkout) as server:
+            database_url = f"sqlite:///{server.workdir / 'bench.db'}"
+            results = asyncio.run(measure(args, server.base, server.pid, database_url))
     results["settings"] = {
         k: v for k, v in vars(args).items() if k not in ("json", "model", "port", "checkout")
     }
-    results["checkout"] = str((args.checkout or ROOT).resolve())
+    results["checkout"] = (
+        "benchmarks.relay_floor" if args.floor else str((args.checkout or ROOT).resolve())
+    )
     results["wall_s"] = round(time.perf_counter() - started, 1)
     print(
         f"Highest sustained load: {results['sustained_conversations']} conversations at "
