@@ -14,8 +14,8 @@ but ``execute`` inside a transaction: the single connection would be needed twic
 raises at once (pool timeout 0) instead of deadlocking the loop.
 
 :meth:`InlineEngine.batched` runs a write in a transaction shared with the other writes
-submitted in the same loop iteration (a group commit: one commit, a savepoint each); the
-relay's writes use it.
+submitted in the same loop iteration (a group commit: one commit, a savepoint each when there
+are several); the relay's writes use it.
 
 SQLite's automatic WAL checkpoint would run inside the commit that crosses 1,000 pages, with
 its fsync, stalling the loop for milliseconds; it is off on the inline connection, and a
@@ -250,10 +250,18 @@ class InlineEngine:
         batch: list[_Pending],
         outcomes: list[tuple[_Pending, Any, Exception | None]],
     ) -> None:
-        with connection.begin():
+        with connection.begin() as transaction:
             dbapi = cast(sqlite3.Connection, connection.connection.driver_connection)
             dbapi.execute("BEGIN")  # else the first savepoint would commit on release
             db = InlineConnection(connection)
+            if len(batch) == 1:  # the transaction is the write's own: no savepoint needed
+                (pending,) = batch
+                try:
+                    outcomes.append((pending, _run_to_completion(pending.write(db)), None))
+                except Exception as error:
+                    transaction.rollback()
+                    outcomes.append((pending, None, error))
+                return
             for pending in batch:
                 dbapi.execute("SAVEPOINT batched_write")
                 try:

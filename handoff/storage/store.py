@@ -246,12 +246,6 @@ class Store(Accounts):
         now = time.time()
 
         async def write(db: AsyncConnection) -> tuple[Message, bool, list[Event]] | None:
-            if client_message_id is not None:
-                existing = await _message_by_client_id(
-                    db, conversation_id, sender, client_message_id
-                )
-                if existing:
-                    return existing, False, []
             values: dict[str, Any] = {
                 "conversation_id": conversation_id,
                 "handoff_id": handoff_id,
@@ -268,6 +262,13 @@ class Store(Accounts):
                 message_id = await _insert_message(db, values)
             except sa.exc.IntegrityError:
                 return None
+            if message_id is None:  # this client id is stored: that message, nothing written
+                assert client_message_id is not None
+                existing = await _message_by_client_id(
+                    db, conversation_id, sender, client_message_id
+                )
+                assert existing is not None
+                return existing, False, []
             enriched = [
                 NewEvent(
                     e.audience,
@@ -501,7 +502,12 @@ _SQL_SELECT_MESSAGE_BY_CLIENT_ID = (
     f"SELECT {', '.join(_MESSAGE_COLUMNS)} FROM messages"
     " WHERE conversation_id = ? AND sender = ? AND client_message_id = ?"
 )
-_SQL_INSERT_MESSAGE = _insert_sql(schema.messages, _MESSAGE_VALUES)
+_SQL_INSERT_MESSAGE_UNLESS_STORED = (
+    _insert_sql(schema.messages, _MESSAGE_VALUES)
+    + " ON CONFLICT (conversation_id, sender, client_message_id) DO NOTHING"
+)
+"""One statement instead of a read and an insert: a message whose client id is stored
+already (a resend) inserts nothing (``rowcount`` 0)."""
 _SQL_INSERT_EVENT = _insert_sql(schema.events, _EVENT_VALUES)
 _SQL_SET_INTENT_RANKING = "UPDATE messages SET intent_ranking = ? WHERE id = ?"
 _SQL_MARK_FIRST_AGENT_REPLY = (
@@ -548,17 +554,25 @@ async def _message_by_client_id(
     return message_from_row(row) if row else None
 
 
-async def _insert_message(db: AsyncConnection, values: dict[str, Any]) -> int:
-    """Insert a message row; raises ``sa.exc.IntegrityError`` on a duplicate client id."""
+async def _insert_message(db: AsyncConnection, values: dict[str, Any]) -> int | None:
+    """Insert a message row and return its id; None, writing nothing, if its client id is
+    stored already for its conversation and sender. Elsewhere than SQLite, a duplicate
+    inserted concurrently by another process raises ``sa.exc.IntegrityError``."""
     if inline := _inline(db):
         row = [
             json_codec.dumps_text(values[name]) if name in _MESSAGE_JSON else values[name]
             for name in _MESSAGE_VALUES
         ]
         try:
-            return int(inline.run(_SQL_INSERT_MESSAGE, row).lastrowid or 0)
+            cursor = inline.run(_SQL_INSERT_MESSAGE_UNLESS_STORED, row)
         except sqlite3.IntegrityError as error:
-            raise sa.exc.IntegrityError(_SQL_INSERT_MESSAGE, row, error) from error
+            raise sa.exc.IntegrityError(_SQL_INSERT_MESSAGE_UNLESS_STORED, row, error) from error
+        return int(cursor.lastrowid or 0) if cursor.rowcount == 1 else None
+    client_id = values["client_message_id"]
+    if client_id is not None and await _message_by_client_id(
+        db, values["conversation_id"], values["sender"], client_id
+    ):
+        return None
     result = await db.execute(_INSERT_MESSAGE, values)
     return int(result.inserted_primary_key[0])
 

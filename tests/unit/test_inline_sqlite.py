@@ -271,3 +271,16 @@ async def test_a_cancelled_caller_gets_its_committed_result_then_the_cancellatio
         await task
     assert seen == [1]
     assert await _count(engine) == 1
+
+
+async def test_a_failing_write_alone_in_its_batch_is_rolled_back_and_raises(engine) -> None:  # type: ignore[no-untyped-def]
+    async def twice(db) -> None:  # type: ignore[no-untyped-def]
+        await db.execute(TABLE.insert(), {"name": "z"})
+        await db.execute(TABLE.insert(), {"name": "z"})
+
+    published: list[object] = []
+    with pytest.raises(sa.exc.IntegrityError):
+        await engine.batched(twice, published.append)
+    assert published == [] and await _count(engine) == 0  # not even its first row
+    assert await engine.batched(_insert("a")) == 1  # the connection is usable again
+    assert await _count(engine) == 1

@@ -3,6 +3,7 @@ cursor) read and write exactly what the SQLAlchemy statements of the other paths
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -89,6 +90,22 @@ async def test_a_duplicate_client_id_returns_the_stored_message_and_writes_nothi
     assert again == await store.message(first.id)
     assert again.intent_ranking == RANKING
     assert await store.user_events_after("c1", 0) == []
+
+
+async def test_one_client_id_in_one_batch_is_stored_once_and_only_per_conversation_and_sender(
+    store: Store,
+) -> None:
+    results = await asyncio.gather(
+        store.add_message("c1", "user", "hi", client_message_id="m1"),
+        store.add_message("c1", "user", "hi again", client_message_id="m1"),
+        store.add_message("c1", "agent", "hello", client_message_id="m1"),
+        store.add_message("c2", "user", "hi", client_message_id="m1"),
+        store.add_message("c1", "bot", "one", client_message_id=None),
+        store.add_message("c1", "bot", "two", client_message_id=None),
+    )
+    assert [created for _, created, _ in results] == [True, False, True, True, True, True]
+    assert results[1][0] == results[0][0]  # the resend gets the first message, text and all
+    assert len({message.id for message, _, _ in results}) == 5
 
 
 async def test_a_message_without_a_ranking_reads_back_as_none(store: Store) -> None:
