@@ -22,6 +22,7 @@ level that fails, right after it.
 
     .venv/bin/python -m benchmarks.relay_load
     .venv/bin/python -m benchmarks.relay_load --checkout /tmp/prev-main   # another checkout
+    .venv/bin/python -m benchmarks.relay_load --floor   # bare sanic + websockets, same frames
 
 It prints a table per step and writes JSON (--json). The load generator's own CPU use is
 reported ("gen"): near 100 % of a core, the generator, not the server, would set the limit.
