@@ -7,6 +7,8 @@ import sqlite3
 from pathlib import Path
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from rasa.core.tracker_store import SQLTrackerStore
 from rasa.shared.core.domain import Domain
 from rasa.shared.core.events import (
@@ -140,3 +142,193 @@ async def test_saved_events_reach_rasas_event_broker_once_each_in_order(tmp_path
     stored = [json.loads(str(row[6])) for row in rows(tmp_path / "trackers.db")]
     assert [body for _, body in published] == [{"sender_id": "c1", **data} for data in stored]
     assert {sender for sender, _ in published} == {"c1"}
+
+
+JSON_VALUES = st.recursive(
+    st.none()
+    | st.booleans()
+    | st.integers()  # beyond 64 bits too
+    | st.floats()  # NaN and the infinities too: json.dumps writes them
+    | st.text(),  # lone surrogates too
+    lambda children: (
+        st.lists(children, max_size=4) | st.dictionaries(st.text(), children, max_size=4)
+    ),
+    max_leaves=20,
+)
+
+
+@given(value=JSON_VALUES)
+@settings(max_examples=300, deadline=None)
+def test_a_stored_event_reads_back_as_json_loads_reads_it(value: object) -> None:
+    data = json.dumps({"event": "slot", "value": value})
+    # Compared as json.dumps writes them: NaN != NaN, and 1 == 1.0 == True in Python.
+    expected = json.loads(data)
+    decoded = tracker_store.decode_event(data)
+    assert json.dumps(decoded) == json.dumps(expected)
+    assert _types(decoded) == _types(expected)
+
+
+def _types(value: object) -> object:
+    if isinstance(value, dict):
+        return {key: _types(item) for key, item in value.items()}
+    if isinstance(value, list):
+        return [_types(item) for item in value]
+    return type(value).__name__
+
+
+@pytest.mark.parametrize(
+    "value",
+    [
+        2**64,  # orjson would read it as a float
+        -(2**63) - 1,
+        10**30,
+        float("nan"),
+        float("inf"),
+        "\ud800",
+        "order 12345678901234567890 in a string",  # 19 digits in a string: json, same result
+    ],
+)
+def test_what_orjson_reads_otherwise_reads_as_json_does(value: object) -> None:
+    data = json.dumps({"value": value})
+    assert json.dumps(tracker_store.decode_event(data)) == json.dumps(json.loads(data))
+    assert type(tracker_store.decode_event(data)["value"]) is type(value)
+
+
+# The trackers a worker keeps between messages -------------------------------------------------
+
+
+def a_handoff(sender_id: str) -> DialogueStateTracker:
+    return DialogueStateTracker.from_events(
+        sender_id,
+        [
+            ActionExecuted("action_session_start", timestamp=1),
+            SessionStarted(timestamp=2),
+            UserUttered("a person please", {"name": "human", "confidence": 0.8}, timestamp=3),
+            ConversationPaused(timestamp=4),
+        ],
+    )
+
+
+async def kept_handoff(store: ThreadedSQLTrackerStore, sender_id: str) -> DialogueStateTracker:
+    """A handoff whose session is stored, read back, answered once and saved: kept."""
+    await store.save(a_handoff(sender_id))  # starts a session: not kept (see below)
+    tracker = await store.retrieve(sender_id)
+    assert tracker is not None
+    tracker.update(BotUttered("an agent's answer", timestamp=5))
+    await store.save(tracker)
+    return tracker
+
+
+async def test_the_next_message_takes_the_tracker_saved_last(
+    ours: ThreadedSQLTrackerStore,
+) -> None:
+    saved = await kept_handoff(ours, "c3")
+    assert await ours.retrieve("c3") is saved  # not read back
+    again = await ours.retrieve("c3")  # handed out once, not saved since: read back
+    assert again is not None and again is not saved
+    assert list(again.events) == list(saved.events)
+    again.update(BotUttered("another answer", timestamp=6))
+    await ours.save(again)
+    assert await ours.retrieve("c3") is again
+
+
+async def test_events_stored_by_someone_else_are_read_back(
+    ours: ThreadedSQLTrackerStore, tmp_path: Path
+) -> None:
+    await kept_handoff(ours, "c4")
+    elsewhere = rasa_store(tmp_path / "trackers.db")  # e.g. another server's worker
+    theirs = await elsewhere.retrieve("c4")
+    assert theirs is not None
+    theirs.update(BotUttered("answered elsewhere", timestamp=6))
+    await elsewhere.save(theirs)
+    mine = await ours.retrieve("c4")
+    assert event_types(mine) == ["session_started", "user", "pause", "bot", "bot"]
+
+
+async def test_a_tracker_changed_without_saving_is_read_back(
+    ours: ThreadedSQLTrackerStore,
+) -> None:
+    saved = await kept_handoff(ours, "c5")
+    saved.update(BotUttered("a preview, never saved", timestamp=6))
+    again = await ours.retrieve("c5")
+    assert again is not saved
+    assert event_types(again) == ["session_started", "user", "pause", "bot"]
+
+
+async def test_a_save_that_starts_a_session_is_not_kept(ours: ThreadedSQLTrackerStore) -> None:
+    tracker = await kept_handoff(ours, "c6")
+    assert await ours.retrieve("c6") is tracker
+    tracker.update(ActionExecuted("action_session_start", timestamp=100))
+    tracker.update(SessionStarted(timestamp=101))
+    await ours.save(tracker)
+    again = await ours.retrieve("c6")
+    assert again is not tracker
+    assert event_types(again) == ["session_started"]  # only the new session, as Rasa reads it
+
+
+async def test_kept_trackers_stay_within_their_event_budget(tmp_path: Path) -> None:
+    cache = tracker_store.TrackerCache(max_events=10)
+    store = ThreadedSQLTrackerStore(f"sqlite:///{tmp_path / 't.db'}", DOMAIN, cache=cache)
+    try:
+        kept = [await kept_handoff(store, name) for name in "abc"]  # 4 events each
+        assert len(cache) == 2  # the least recently saved went
+        assert await store.retrieve("a") is not kept[0]
+        assert await store.retrieve("b") is kept[1]
+        assert await store.retrieve("c") is kept[2]
+        assert len(cache) == 0
+        tracker = await store.retrieve("c")
+        assert tracker is not None
+        for turn in range(7):  # 11 events: more than all may hold, not kept
+            tracker.update(BotUttered(f"answer {turn}", timestamp=10 + turn))
+        await store.save(tracker)
+        assert len(cache) == 0
+    finally:
+        store.engine.dispose()
+
+
+async def converse(store: ThreadedSQLTrackerStore) -> tuple[list[list[dict[str, object]]], int]:
+    """Six messages, each after a retrieve, one of them starting a new session: every tracker
+    retrieved, as dicts, and how many retrieves gave the tracker saved before."""
+    seen = []
+    reused = 0
+    tracker = a_handoff("e")
+    await store.save(tracker)
+    for turn in range(6):
+        previous, tracker = tracker, await store.retrieve("e")
+        assert tracker is not None
+        reused += tracker is previous
+        seen.append([event.as_dict() for event in tracker.events])
+        tracker.update(UserUttered(f"message {turn}", timestamp=10 + 2 * turn))
+        if turn == 3:
+            tracker.update(SessionStarted(timestamp=11 + 2 * turn))
+        else:
+            tracker.update(BotUttered(f"answer {turn}", timestamp=11 + 2 * turn))
+        await store.save(tracker)
+    final = await store.retrieve("e")
+    assert final is not None
+    reused += final is tracker
+    return [*seen, [event.as_dict() for event in final.events]], reused
+
+
+async def test_a_conversation_reads_and_writes_the_same_with_trackers_kept_or_not(
+    tmp_path: Path,
+) -> None:
+    """Rasa's way (every tracker read back) and ours give the same trackers and rows."""
+    results = []
+    for name, cache in [("read-back", tracker_store.TrackerCache(0)), ("kept", None)]:
+        path = tmp_path / f"{name}.db"
+        store = ThreadedSQLTrackerStore(f"sqlite:///{path}", DOMAIN, cache=cache)
+        try:
+            seen, reused = await converse(store)
+            results.append((seen, rows(path)))
+            # Kept: every save but the first and the one starting a session (read back after).
+            assert reused == (0 if name == "read-back" else 5)
+        finally:
+            store.engine.dispose()
+    (read_back, read_back_rows), (kept, kept_rows) = results
+    assert kept == read_back
+    assert kept_rows == read_back_rows
+    assert [event["event"] for event in kept[-1]] == ["session_started", "user", "bot"] * 1 + [
+        "user",
+        "bot",
+    ]
