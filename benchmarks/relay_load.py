@@ -13,7 +13,8 @@ and every message sent is still checked. After a step it waits for every answer 
 until nothing has arrived for --stall seconds ("drain" is how long that took after the last
 send): what is missing then is lost, and the next step starts on an idle server. The resident
 memory of the server process and, separately, of its children (the assistant worker
-processes, --assistant-workers) is read after each level's conversations open.
+processes, --assistant-workers) is read after each level's conversations open, and again after
+each step (the trackers a worker keeps grow with the conversations).
 
 It also searches for the highest sustained rate: the most conversations, at --rate each, whose
 p99 stays within --p99-limit-ms (default 100) in both directions with nothing lost or
@@ -454,7 +455,15 @@ async def measure(
         result["server_cpu_us_per_message"] = round(
             (process_cpu_seconds(pid) - cpu_before) * 1e6 / max(1, relayed), 1
         )
+        rss, workers_rss = rss_with_children(pid)
+        result["rss_after_mib"] = round(rss / MIB, 1)
+        result["workers_rss_after_mib"] = round(workers_rss / MIB, 1)
         print_row(result)
+        print(
+            f"   (RSS after the step: server {result['rss_after_mib']:.0f} MiB, "
+            f"workers {result['workers_rss_after_mib']:.0f} MiB)",
+            flush=True,
+        )
         return result
 
     async def search(low: int, high: int) -> tuple[int, int]:

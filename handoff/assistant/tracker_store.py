@@ -26,6 +26,7 @@ import asyncio
 import itertools
 import json
 import logging
+import time
 from collections import OrderedDict
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
@@ -47,6 +48,7 @@ from handoff.storage.migrate import MIGRATION_LOCK
 
 __all__ = [
     "TRACKER_CACHE_EVENTS",
+    "TRACKER_IDLE_S",
     "ThreadedSQLTrackerStore",
     "TrackerCache",
     "cache_event_types",
@@ -115,6 +117,9 @@ TRACKER_CACHE_EVENTS = 50_000
 """How many events the trackers a worker keeps between messages may hold in all (about 2.7 KiB
 of memory each as Python objects: 130 MiB at most; 500 conversations of 100 events)."""
 
+TRACKER_IDLE_S = 60.0
+"""A kept tracker saved longer ago than this may make room for another one."""
+
 
 @dataclass
 class _Kept:
@@ -123,33 +128,46 @@ class _Kept:
     """``len(tracker.events)`` when saved: the events of its latest session, all stored."""
     last_id: int
     """The largest id among the conversation's stored events, right after the save."""
+    saved_at: float
+    """``time.monotonic()`` of the save."""
 
 
 class TrackerCache:
-    """The trackers saved last, each kept until its conversation's next retrieve, least
-    recently saved dropped first beyond ``max_events`` events in all.
+    """The trackers saved last, each kept until its conversation's next retrieve, within
+    ``max_events`` events in all.
 
     :meth:`take` hands a tracker out and forgets it: whoever retrieved it may change it
     without saving (a preview, a failed turn), so it comes back only through :meth:`keep`,
-    when saved. Not thread-safe: used on the tracker store's event loop only."""
+    when saved. When a tracker would not fit, those saved more than ``idle_s`` ago go, oldest
+    first; if that is not enough, the new one is not kept. (Evicting the oldest regardless
+    would keep nothing useful when more conversations are active than fit: each would be
+    dropped just before its next message.) Not thread-safe: used on one event loop."""
 
-    def __init__(self, max_events: int = TRACKER_CACHE_EVENTS) -> None:
+    def __init__(
+        self,
+        max_events: int = TRACKER_CACHE_EVENTS,
+        idle_s: float = TRACKER_IDLE_S,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
         self.max_events = max_events
+        self.idle_s = idle_s
+        self.clock = clock
         self._kept: OrderedDict[str, _Kept] = OrderedDict()
         self._events = 0
 
     def keep(self, tracker: DialogueStateTracker, last_id: int) -> None:
         """Keep ``tracker``, just saved whole (every event of its latest session stored, the
-        largest of their ids ``last_id``), for its conversation's next retrieve."""
+        largest of their ids ``last_id``), for its conversation's next retrieve, if it fits."""
         self.forget(tracker.sender_id)
-        kept = _Kept(tracker, len(tracker.events), last_id)
-        if kept.events > self.max_events:
-            return
+        now = self.clock()
+        kept = _Kept(tracker, len(tracker.events), last_id, now)
+        while self._events + kept.events > self.max_events:
+            oldest = next(iter(self._kept.values()), None)
+            if oldest is None or now - oldest.saved_at < self.idle_s:
+                return  # full of conversations still going on (or too big alone)
+            self.forget(oldest.tracker.sender_id)
         self._kept[tracker.sender_id] = kept
         self._events += kept.events
-        while self._events > self.max_events:
-            _, dropped = self._kept.popitem(last=False)
-            self._events -= dropped.events
 
     def take(self, sender_id: str) -> _Kept | None:
         """The tracker kept for ``sender_id``, if any, no longer kept."""

@@ -266,24 +266,52 @@ async def test_a_save_that_starts_a_session_is_not_kept(ours: ThreadedSQLTracker
     assert event_types(again) == ["session_started"]  # only the new session, as Rasa reads it
 
 
-async def test_kept_trackers_stay_within_their_event_budget(tmp_path: Path) -> None:
-    cache = tracker_store.TrackerCache(max_events=10)
+class Clock:
+    def __init__(self) -> None:
+        self.now = 0.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+async def test_trackers_kept_stay_within_their_event_budget(tmp_path: Path) -> None:
+    clock = Clock()
+    cache = tracker_store.TrackerCache(max_events=10, idle_s=60, clock=clock)
     store = ThreadedSQLTrackerStore(f"sqlite:///{tmp_path / 't.db'}", DOMAIN, cache=cache)
     try:
-        kept = [await kept_handoff(store, name) for name in "abc"]  # 4 events each
-        assert len(cache) == 2  # the least recently saved went
-        assert await store.retrieve("a") is not kept[0]
-        assert await store.retrieve("b") is kept[1]
-        assert await store.retrieve("c") is kept[2]
+        a, b = await kept_handoff(store, "a"), await kept_handoff(store, "b")  # 4 events each
+        clock.now = 30
+        c = await kept_handoff(store, "c")  # does not fit beside a and b, both still going on
+        assert len(cache) == 2
+        assert await store.retrieve("c") is not c
+        clock.now = 61  # a and b idle for more than a minute: the oldest, a, makes room
+        c = await kept_handoff(store, "c2")
+        assert len(cache) == 2
+        assert await store.retrieve("a") is not a
+        assert await store.retrieve("b") is b
+        assert await store.retrieve("c2") is c
         assert len(cache) == 0
-        tracker = await store.retrieve("c")
+        tracker = await store.retrieve("b")
         assert tracker is not None
-        for turn in range(7):  # 11 events: more than all may hold, not kept
+        for turn in range(7):  # 11 events: more than all may hold, never kept
             tracker.update(BotUttered(f"answer {turn}", timestamp=10 + turn))
         await store.save(tracker)
         assert len(cache) == 0
     finally:
         store.engine.dispose()
+
+
+def test_more_conversations_than_fit_keep_those_kept_first() -> None:
+    """Round robin over more conversations than fit (each message of each conversation in
+    turn): the first ones stay kept and are taken every time; the others never are."""
+    cache = tracker_store.TrackerCache(max_events=12, idle_s=60, clock=Clock())
+    trackers = [a_handoff(f"r{number}") for number in range(5)]  # 4 events each: 3 fit
+    taken = []
+    for _ in range(4):
+        for tracker in trackers:
+            taken.append(cache.take(tracker.sender_id) is not None)
+            cache.keep(tracker, last_id=1)
+    assert taken[5:] == [True, True, True, False, False] * 3
 
 
 async def converse(store: ThreadedSQLTrackerStore) -> tuple[list[list[dict[str, object]]], int]:
