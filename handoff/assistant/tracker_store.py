@@ -26,6 +26,7 @@ import asyncio
 import itertools
 import json
 import logging
+import threading
 import time
 from collections import OrderedDict
 from collections.abc import Callable, Iterable
@@ -141,7 +142,8 @@ class TrackerCache:
     when saved. When a tracker would not fit, those saved more than ``idle_s`` ago go, oldest
     first; if that is not enough, the new one is not kept. (Evicting the oldest regardless
     would keep nothing useful when more conversations are active than fit: each would be
-    dropped just before its next message.) Not thread-safe: used on one event loop."""
+    dropped just before its next message.) Thread-safe: with the model in the server process,
+    Rasa's HTTP API reaches the tracker store from the server's loop, the rest from Rasa's."""
 
     def __init__(
         self,
@@ -154,23 +156,29 @@ class TrackerCache:
         self.clock = clock
         self._kept: OrderedDict[str, _Kept] = OrderedDict()
         self._events = 0
+        self._lock = threading.Lock()
 
     def keep(self, tracker: DialogueStateTracker, last_id: int) -> None:
         """Keep ``tracker``, just saved whole (every event of its latest session stored, the
         largest of their ids ``last_id``), for its conversation's next retrieve, if it fits."""
-        self.forget(tracker.sender_id)
         now = self.clock()
         kept = _Kept(tracker, len(tracker.events), last_id, now)
-        while self._events + kept.events > self.max_events:
-            oldest = next(iter(self._kept.values()), None)
-            if oldest is None or now - oldest.saved_at < self.idle_s:
-                return  # full of conversations still going on (or too big alone)
-            self.forget(oldest.tracker.sender_id)
-        self._kept[tracker.sender_id] = kept
-        self._events += kept.events
+        with self._lock:
+            self._drop(tracker.sender_id)
+            while self._events + kept.events > self.max_events:
+                oldest = next(iter(self._kept.values()), None)
+                if oldest is None or now - oldest.saved_at < self.idle_s:
+                    return  # full of conversations still going on (or too big alone)
+                self._drop(oldest.tracker.sender_id)
+            self._kept[tracker.sender_id] = kept
+            self._events += kept.events
 
     def take(self, sender_id: str) -> _Kept | None:
         """The tracker kept for ``sender_id``, if any, no longer kept."""
+        with self._lock:
+            return self._drop(sender_id)
+
+    def _drop(self, sender_id: str) -> _Kept | None:
         kept = self._kept.pop(sender_id, None)
         if kept is not None:
             self._events -= kept.events
