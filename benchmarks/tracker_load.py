@@ -71,19 +71,17 @@ def per_call_ms(call: Callable[[], Any], seconds: float = 0.5) -> float:
 
 def measure_round(store: ThreadedSQLTrackerStore, sender_id: str) -> dict[str, float]:
     """One round: the load with each decoder, and its parts."""
-    query = store._select_latest_session
-    with store.engine.connect() as connection:
-        rows = connection.execute(query, {"sender_id": sender_id}).scalars().all()
-    decoded = [json.loads(data) for data in rows]
+
+    def select() -> list[str]:
+        with store.engine.connect() as connection:
+            query = store._select_latest_session
+            return list(connection.execute(query, {"sender_id": sender_id}).scalars().all())
 
     def load(decode: Callable[[str], dict[str, Any]]) -> None:
-        with store.engine.connect() as connection:
-            stored = connection.execute(query, {"sender_id": sender_id}).scalars().all()
-        DialogueStateTracker.from_dict(sender_id, [decode(data) for data in stored], DOMAIN.slots)
+        DialogueStateTracker.from_dict(sender_id, [decode(data) for data in select()], DOMAIN.slots)
 
-    def select() -> None:
-        with store.engine.connect() as connection:
-            connection.execute(query, {"sender_id": sender_id}).scalars().all()
+    rows = select()
+    decoded = [json.loads(data) for data in rows]
 
     return {
         "load_json_ms": per_call_ms(lambda: load(json.loads)),
